@@ -1,0 +1,176 @@
+"""Benchmark: size and batch-1 latency of every deployment format, measured in one run on one machine.
+
+Rows: PyTorch eager (the naive baseline), optimised PyTorch (BatchNorm folded into the convolutions,
+channels_last memory), onnxruntime float32, and the four TFLite files (LiteRT interpreter). Every backend
+gets the same thread count and the same normalised (1, 3, 256, 256) input. Backends are timed round-robin
+(one call each per round, ``runs`` rounds after warm-up) so that a busy machine slows all of them alike;
+latency is the median per backend. (TorchScript trace + freeze was tried too and was slower than
+channels_last eager here, so it is not used.) ``markdown_section(results)`` returns the text the project's
+``benchmarks/RESULTS.md`` includes.
+
+Usage: ``python benchmarks/bench_export.py [--model CKPT] [--runs 200] [--threads N] [--output FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ladeda_lib.export import (
+    QUANTIZATIONS,
+    convert_to_tflite,
+    export_onnx,
+    fold_batchnorm,
+    load_runner,
+)
+from ladeda_lib.models import PatchDetector, TinyLaDeDa
+
+RECOMMENDED = "dynamic_range"
+
+
+def optimised_pytorch(model: PatchDetector) -> torch.nn.Module:
+    """BatchNorm folded into the convolutions and channels_last memory (feed channels_last inputs)."""
+    return fold_batchnorm(model).to(memory_format=torch.channels_last)
+
+
+def _calibration(data: str | None, count: int) -> tuple[torch.Tensor, str]:
+    try:
+        from ladeda_lib.data import detect_dataset, ensure_toy_dataset, load_tensors
+
+        root = data or ensure_toy_dataset(progress=False)
+        samples = detect_dataset(root).select(split="train")[:count]
+        return load_tensors(samples, progress=False).images, f"{len(samples)} training images of {root}"
+    except (ImportError, ValueError) as err:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (count, 3, 256, 256), dtype=torch.uint8, generator=g)
+        return images, f"{count} random images (no dataset: {err}); int8 accuracy not meaningful, latency is"
+
+
+def run_benchmark(
+    model: PatchDetector | None = None,
+    runs: int = 200,
+    threads: int | None = None,
+    data: str | None = None,
+    calibration_count: int = 100,
+) -> dict[str, Any]:
+    """Measure every format; returns ``{"rows": [...], "threads": n, "machine": ..., "notes": [...]}``.
+
+    Each row: ``backend``, ``format``, ``size_bytes`` (None for in-memory PyTorch), ``latency_ms``,
+    ``speedup_vs_eager``.
+    """
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if model is None:
+        torch.manual_seed(0)
+        model = TinyLaDeDa()
+    model = model.eval()
+    example = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    calibration, calib_note = _calibration(data, calibration_count)
+    rows: list[dict[str, Any]] = []
+    calls: list[Any] = []
+
+    def add(backend: str, fmt: str, size: int | None, fn: Any) -> None:
+        rows.append({"backend": backend, "format": fmt, "size_bytes": size})
+        calls.append(fn)
+
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    fast = optimised_pytorch(model)
+    channels_last = example.to(memory_format=torch.channels_last)
+    add("PyTorch eager", "float32", state_bytes, lambda: model(example))
+    add("PyTorch optimised (BN folded, channels_last)", "float32", state_bytes, lambda: fast(channels_last))
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
+        files = convert_to_tflite(onnx_path, tmp, QUANTIZATIONS, calibration=calibration)
+        ort = load_runner(onnx_path, threads)
+        add("onnxruntime", "float32", onnx_path.stat().st_size, lambda: ort(example))
+        for fmt, path in files.items():
+            runner = load_runner(path, threads)
+            add("TFLite (LiteRT)", fmt, path.stat().st_size, lambda r=runner: r(example))
+        times: list[list[float]] = [[] for _ in calls]
+        for round_index in range(runs + 10):
+            for i, fn in enumerate(calls):
+                start = time.perf_counter()
+                fn()
+                if round_index >= 10:  # the first rounds are warm-up
+                    times[i].append(time.perf_counter() - start)
+    for row, samples in zip(rows, times, strict=True):
+        row["latency_ms"] = float(np.median(samples) * 1000)
+    eager = rows[0]["latency_ms"]
+    for row in rows:
+        row["speedup_vs_eager"] = eager / row["latency_ms"]
+    return {
+        "rows": rows,
+        "threads": threads,
+        "runs": runs,
+        "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} threads), "
+        f"torch {torch.__version__}",
+        "notes": [f"int8 calibration: {calib_note}"],
+        "model": f"{type(model).__name__} ({model.num_parameters():,} parameters, pool={model.pool.spec})",
+    }
+
+
+def markdown_section(results: dict[str, Any]) -> str:
+    """The benchmark as a Markdown section (heading, table, goal check)."""
+    rows = results["rows"]
+    lines = [
+        "## Export formats: size and batch-1 latency",
+        "",
+        f"Model: {results['model']}. Input (1, 3, 256, 256). {results['threads']} threads for every backend; "
+        f"median of {results['runs']} runs after warm-up; one run on one machine ({results['machine']}).",
+        "",
+        "| backend | format | size (KiB) | latency (ms) | speed-up vs eager |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        size = "–" if r["size_bytes"] is None else f"{r['size_bytes'] / 1024:.1f}"
+        lines.append(
+            f"| {r['backend']} | {r['format']} | {size} | {r['latency_ms']:.2f} | {r['speedup_vs_eager']:.1f}× |"
+        )
+    by = {(r["backend"], r["format"]): r for r in rows}
+    rec = by[("TFLite (LiteRT)", RECOMMENDED)]
+    ort = by[("onnxruntime", "float32")]
+    fastest = min((r for r in rows if r["backend"].startswith("TFLite")), key=lambda r: r["latency_ms"])
+    lines += [
+        "",
+        f"Recommended file: TFLite {RECOMMENDED} — {rec['latency_ms']:.2f} ms, "
+        f"{rec['speedup_vs_eager']:.1f}× faster than PyTorch eager (goal ≥ 5×: "
+        f"{'met' if rec['speedup_vs_eager'] >= 5 else 'NOT met'}), "
+        f"{ort['latency_ms'] / rec['latency_ms']:.2f}× the speed of onnxruntime float32 (goal ≥ 1×: "
+        f"{'met' if rec['latency_ms'] <= ort['latency_ms'] else 'NOT met'}). "
+        f"Fastest TFLite file: {fastest['format']} ({fastest['latency_ms']:.2f} ms).",
+        *[f"- {n}" for n in results["notes"]],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint to benchmark (default: a fixed-seed Tiny-LaDeDa)")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data", help="dataset for int8 calibration (default: the toy dataset)")
+    parser.add_argument("--output", help="also write the Markdown section to this file")
+    args = parser.parse_args(argv)
+    model = None
+    if args.model:
+        from ladeda_lib.checkpoints import load_checkpoint
+
+        model = load_checkpoint(args.model).model
+    warnings.simplefilter("ignore")  # tracer warnings from exporting top-K
+    text = markdown_section(run_benchmark(model, args.runs, args.threads, args.data))
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

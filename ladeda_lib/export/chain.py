@@ -1,0 +1,135 @@
+"""The whole chain in one call: PyTorch → ONNX → TFLite (one or all formats) → verification report.
+
+``ladeda export`` is a thin shell around :func:`export_model`; notebooks and the project pipeline call it
+directly. Introduced in notebook 07.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ladeda_lib.export.errors import ExportError
+from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
+from ladeda_lib.export.tflite import QUANTIZATIONS, convert_to_tflite
+from ladeda_lib.export.verify import Tolerances, VerificationReport, verify_exports
+from ladeda_lib.models import PatchDetector
+
+#: ``--quantization`` choices: "none" is the float32 file, "all" every format.
+QUANTIZATION_CHOICES = ("none", "float16", "dynamic_range", "int8", "all")
+
+
+def formats_for(quantization: str) -> tuple[str, ...]:
+    """TFLite formats for a ``--quantization`` choice ("none" → float32, "all" → all four)."""
+    if quantization == "all":
+        return QUANTIZATIONS
+    if quantization == "none":
+        return ("float32",)
+    if quantization in QUANTIZATIONS:
+        return (quantization,)
+    raise ExportError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATION_CHOICES)}")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` produced: the ONNX file, the TFLite files and the verification."""
+
+    onnx: Path
+    tflite: dict[str, Path]
+    report: VerificationReport | None = None
+    report_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """``{"onnx": …, <format>: …}`` — every model file produced."""
+        return {"onnx": self.onnx, **self.tflite}
+
+
+def export_model(
+    model: PatchDetector,
+    output: str | Path,
+    quantization: str = "dynamic_range",
+    calibration: torch.Tensor | np.ndarray | None = None,
+    eval_images: torch.Tensor | np.ndarray | None = None,
+    eval_labels: torch.Tensor | np.ndarray | None = None,
+    nhwc: bool = False,
+    with_patches: bool = False,
+    tolerances: Tolerances | None = None,
+    latency_runs: int = 30,
+    threads: int | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Export ``model`` to ONNX and TFLite, then verify every file against PyTorch.
+
+    Args:
+        model: the detector (eval mode is set).
+        output: ``NAME.tflite`` — with one format the TFLite file is exactly this path; with
+            ``quantization="all"`` the files are ``NAME_<format>.tflite``. ``NAME.onnx`` and
+            ``NAME_verification.{md,json}`` are written next to it.
+        quantization: one of :data:`QUANTIZATION_CHOICES`.
+        calibration: training-split images (N, 3, 256, 256) uint8 or normalised float; needed for int8.
+        eval_images / eval_labels: held-out images (and 0/1 labels) for parity, accuracy and AP; without
+            them no verification report is made.
+        nhwc: TFLite input (1, 256, 256, 3) instead of (1, 3, 256, 256).
+        with_patches: also export the patch-logit map.
+        tolerances, latency_runs, threads, progress: passed to :func:`verify_exports`.
+    Introduced in notebook 07.
+    """
+    output = Path(output)
+    if output.suffix != ".tflite":
+        raise ExportError(f"--output must name a .tflite file (got {output}); the .onnx is written next to it")
+    formats = formats_for(quantization)
+    folder = check_writable_folder(output.parent)
+    onnx_path = export_onnx(model, folder / f"{output.stem}.onnx", with_patches=with_patches)
+    produced = convert_to_tflite(onnx_path, folder, formats, calibration=calibration, nhwc=nhwc, stem=output.stem)
+    if len(formats) == 1:
+        single = produced[formats[0]]
+        single.replace(output)
+        produced = {formats[0]: output}
+    result = ExportResult(onnx_path, produced)
+    if eval_images is not None:
+        result.report = verify_exports(
+            model, result.files, eval_images, eval_labels, tolerances, latency_runs, threads, progress=progress
+        )
+        result.report_files = result.report.write(folder, output.stem)
+    return result
+
+
+def load_export_images(
+    data: str | Path,
+    calibration_count: int = 100,
+    eval_count: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Calibration and evaluation images from a dataset (via :mod:`ladeda_lib.data`).
+
+    Calibration: ``calibration_count`` images drawn at random (``seed``) from the training split, real and
+    fake alike. Evaluation: the test split (every platform), or the validation split when there is no test
+    split; ``eval_count`` caps it (random, ``seed``).
+
+    Returns:
+        (calibration uint8 (C, 3, 256, 256), eval images uint8 (E, 3, 256, 256), eval labels long (E,)).
+    """
+    from ladeda_lib.data import detect_dataset, load_tensors
+
+    index = detect_dataset(data)
+    rng = np.random.default_rng(seed)
+
+    def pick(samples: list, count: int | None) -> list:
+        if count is None or count >= len(samples):
+            return list(samples)
+        return [samples[i] for i in sorted(rng.choice(len(samples), size=count, replace=False))]
+
+    train = index.select(split="train")
+    if not train:
+        raise ExportError(f"{data}: no training images for int8 calibration")
+    held_out = index.select(split="test") or index.select(split="val")
+    if not held_out:
+        raise ExportError(f"{data}: no test or validation images to verify the exported files on")
+    calibration = load_tensors(pick(train, calibration_count), progress=progress).images
+    evaluation = load_tensors(pick(held_out, eval_count), progress=progress)
+    return calibration, evaluation.images, evaluation.labels

@@ -1,0 +1,200 @@
+"""The slow end-to-end path: a briefly trained student → ONNX → four TFLite files → verification.
+
+One conversion is shared by the whole module. It runs with every socket connection refused, so the
+tests prove that conversion never touches the network, and it converts a file whose hash is checked
+afterwards, so they prove the user's .onnx is never modified.
+"""
+
+import hashlib
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ladeda_lib.export import (
+    ExportError,
+    TFLiteModel,
+    Tolerances,
+    compare_with_pytorch_quantizer,
+    convert_to_tflite,
+    export_onnx,
+    topk_k_as_constant_nodes,
+    verify_exports,
+)
+from ladeda_lib.geometry import INPUT_GEOMETRY
+from ladeda_lib.models import TinyLaDeDa
+
+pytestmark = pytest.mark.slow
+
+
+def synthetic_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (n, 3, size, size) smooth 'real' images and 2× nearest-upsampled 'fake' ones; labels (n,)."""
+    g = torch.Generator().manual_seed(seed)
+    base = F.interpolate(torch.rand(n, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")
+    img = (base + 0.03 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
+    labels = torch.arange(n) % 2
+    fake = F.interpolate(F.interpolate(img, scale_factor=0.5, mode="bilinear", antialias=True), scale_factor=2.0)
+    img = torch.where(labels.view(-1, 1, 1, 1).bool(), fake, img)
+    return (img * 255).round().to(torch.uint8), labels
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    return INPUT_GEOMETRY.normalize(images.float() / 255)
+
+
+def train_student() -> TinyLaDeDa:
+    """A student that separates the synthetic classes (30 Adam steps on 48×48 images, BN frozen)."""
+    torch.manual_seed(0)
+    model = TinyLaDeDa().eval()  # eval: BatchNorm uses its (fixed) running statistics while training
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    images, labels = synthetic_images(64, 48, seed=1)
+    x = normalise(images)
+    for _ in range(30):
+        idx = torch.randint(0, len(x), (8,))
+        loss = F.binary_cross_entropy_with_logits(model(x[idx]).squeeze(1), labels[idx].float())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+class NetworkBlocked:
+    """Refuse every socket connection and remember the attempts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.attempts: list[object] = []
+
+        def refuse(sock, address, *args, **kwargs):
+            self.attempts.append(address)
+            raise OSError(f"network blocked in tests: {address}")
+
+        monkeypatch.setattr(socket.socket, "connect", refuse)
+        monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    model = train_student()
+    calibration, _ = synthetic_images(32, 256, seed=2)
+    test_images, test_labels = synthetic_images(48, 256, seed=3)
+    onnx_path = export_onnx(model, folder / "student.onnx", with_patches=True)
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    with pytest.MonkeyPatch.context() as mp:
+        network = NetworkBlocked(mp)
+        files = convert_to_tflite(onnx_path, folder / "tflite", calibration=calibration)
+    report = verify_exports(
+        model, {"onnx": onnx_path, **files}, test_images, test_labels, latency_runs=3, progress=False
+    )
+    return {
+        "model": model,
+        "onnx": onnx_path,
+        "digest": digest,
+        "files": files,
+        "network": network,
+        "report": report,
+        "test": (test_images, test_labels),
+        "calibration": calibration,
+        "folder": folder,
+    }
+
+
+def test_student_learned_the_synthetic_task(chain):
+    assert chain["report"].row("pytorch").accuracy == 1.0
+
+
+def test_conversion_is_offline_and_leaves_the_onnx_untouched(chain):
+    assert chain["network"].attempts == []
+    assert hashlib.sha256(chain["onnx"].read_bytes()).hexdigest() == chain["digest"]
+    assert set(chain["files"]) == {"float32", "float16", "dynamic_range", "int8"}
+    assert all(p.name == f"student_{q}.tflite" for q, p in chain["files"].items())
+
+
+def test_input_output_shapes_and_int8_quantization_parameters(chain):
+    for fmt, path in chain["files"].items():
+        runner = TFLiteModel(path)
+        assert runner.input.shape == (1, 3, 256, 256) and runner.layout == "NCHW"
+        assert runner.has_patches and len(runner.output_names) == 2
+        assert runner.input.dtype == ("int8" if fmt == "int8" else "float32")
+        if fmt == "int8":
+            assert runner.input.scale > 0 and all(o.dtype == "int8" and o.scale > 0 for o in runner.outputs)
+        logit, patches = runner(normalise(chain["test"][0][:3]))  # batch 3 on a batch-1 file
+        assert logit.shape == (3, 1) and patches.shape == (3, 1, 126, 126)
+
+
+def test_parity_per_format_meets_the_tolerances(chain):
+    report = chain["report"]
+    assert report.passed, report.to_markdown()
+    assert report.row("onnx").max_abs < 1e-4
+    assert report.row("float32").max_abs < 1e-4
+    assert report.row("float16").max_abs < 1e-2
+    assert report.row("int8").agreement >= 0.99
+    assert report.row("int8").patch_cosine > 0.99
+    assert report.row("int8").accuracy == 1.0 and report.row("int8").ap > 0.999
+    assert all(r.size_bytes > 0 and r.latency_ms > 0 for r in report.rows[1:])
+
+
+def test_report_is_written_and_a_failed_check_is_reported(chain):
+    md, js = chain["report"].write(chain["folder"], "student")
+    text = md.read_text()
+    assert "| int8 | int8 1×3×256×256 q(" in text and "FAIL" not in text
+    assert '"passed": true' in js.read_text()
+    strict = Tolerances(float16_max_abs=1e-9)
+    failing = verify_exports(
+        chain["model"],
+        {"float16": chain["files"]["float16"]},
+        chain["test"][0][:4],
+        tolerances=strict,
+        latency_runs=0,
+        progress=False,
+    )
+    assert not failing.passed and failing.failures[0].startswith("float16: max |Δlogit|")
+
+
+def test_pytorch_quantizer_compared_with_tflite_dynamic_range(chain):
+    x = chain["test"][0][:6]
+    # TFLite keeps tensors < 1024 weights in float; with the same rule both sides equal the float model
+    same_rule = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x, min_elements=1024)
+    assert same_rule["pytorch_quantized_vs_float"] == 0
+    assert same_rule["pytorch_quantized_vs_tflite_dynamic_range"] < 1e-4
+    every_weight = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x)
+    assert 0 < every_weight["pytorch_quantized_vs_float"] < 0.1
+
+
+def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypatch):
+    import onnx
+
+    # a graph as onnx-simplifier leaves it (TopK's K an initializer): onnx2tf 1.28 + NumPy >= 2.4 crash on it
+    model = onnx.load(str(chain["onnx"]))
+    topk = next(n for n in model.graph.node if n.op_type == "TopK")
+    const = next(n for n in model.graph.node if n.output[0] == topk.input[1])
+    model.graph.node.remove(const)
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(const.attribute[0].t), topk.input[1])
+    )
+    simplified = tmp_path / "simplified.onnx"
+    onnx.save(model, str(simplified))
+    before = simplified.read_bytes()
+    network = NetworkBlocked(monkeypatch)  # NHWC inputs are what makes onnx2tf reach for its sample download
+    files = convert_to_tflite(simplified, tmp_path, ["float32"], nhwc=True)
+    assert network.attempts == [] and simplified.read_bytes() == before
+    runner = TFLiteModel(files["float32"])
+    assert runner.input.shape == (1, 256, 256, 3) and runner.layout == "NHWC"
+    x = normalise(chain["test"][0][:2])
+    logit, patches = runner(x)
+    with torch.no_grad():
+        ref_logit, ref_patches = chain["model"].forward_with_patches(x)
+    assert np.abs(logit - ref_logit.numpy()).max() < 1e-4
+    assert np.abs(patches - ref_patches.numpy()).max() < 1e-4
+    assert topk_k_as_constant_nodes(onnx.load(str(simplified))) == 1  # the user's copy still has it
+
+
+def test_int8_without_calibration_and_bad_calibration_are_clear_errors(chain, tmp_path):
+    with pytest.raises(ExportError, match="calibration"):
+        convert_to_tflite(chain["onnx"], tmp_path, ["int8"])
+    with pytest.raises(ExportError, match=r"expects \(3, 256, 256\)"):
+        convert_to_tflite(chain["onnx"], tmp_path, ["int8"], calibration=torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ExportError, match="unknown quantization"):
+        convert_to_tflite(chain["onnx"], tmp_path, ["int4"])

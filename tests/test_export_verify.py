@@ -1,0 +1,37 @@
+"""verify_exports on ONNX files: parity numbers, tolerances, a report that fails when it should."""
+
+import copy
+import json
+
+import torch
+
+from ladeda_lib.export import Tolerances, export_onnx, verify_exports
+from ladeda_lib.models import TinyLaDeDa
+
+
+def test_verification_of_a_faithful_and_of_a_wrong_file(tmp_path):
+    torch.manual_seed(0)
+    model = TinyLaDeDa().eval()
+    good = export_onnx(model, tmp_path / "good.onnx", with_patches=True)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc.bias += 1.0  # a different model: shifted logits
+    wrong = export_onnx(other, tmp_path / "wrong.onnx")
+    images = torch.randint(0, 256, (5, 3, 256, 256), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    report = verify_exports(model, {"onnx": good, "float32": wrong}, images, labels, latency_runs=2, progress=False)
+    onnx_row, wrong_row = report.row("onnx"), report.row("float32")
+    assert onnx_row.passed and onnx_row.max_abs < 1e-4 and onnx_row.agreement == 1.0
+    assert onnx_row.patch_cosine > 0.9999 and onnx_row.accuracy == report.row("pytorch").accuracy
+    assert onnx_row.io["inputs"][0]["shape"] == [1, 3, 256, 256]
+    assert not wrong_row.passed and abs(wrong_row.max_abs - 1.0) < 1e-3 and wrong_row.patch_cosine is None
+    assert not report.passed and report.failures == ["float32: max |Δlogit| 1.00e+00 exceeds 1e-04"]
+    md, js = report.write(tmp_path, "s")
+    assert "| onnx |" in md.read_text() and "FAIL" in md.read_text()
+    assert json.loads(js.read_text())["passed"] is False
+
+
+def test_tolerances_dataclass():
+    tol = Tolerances(threshold=0.8)
+    assert tol.limits("float32") == (1e-4, None) and tol.limits("int8") == (None, 0.99)
+    assert abs(tol.logit_threshold - 1.3862944) < 1e-6 and Tolerances().logit_threshold == 0
