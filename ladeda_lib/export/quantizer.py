@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda_lib.export.errors import ExportError
+from ladeda_lib.inference import fold_batchnorm  # one BatchNorm folding for inference and export
 
 
 def quantize_per_channel(
@@ -95,55 +96,6 @@ class LayerQuantError:
     mean_abs_error: float
     relative_error: float
     sqnr_db: float
-
-
-def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """(parent, conv name, BN name) for every BatchNorm that directly follows a Conv2d in our models.
-
-    The stem of both models is ``conv1 → conv2 → bn1`` (so ``bn1`` follows ``conv2``); inside blocks the
-    pairs are ``convN → bnN`` and ``downsample.0 → downsample.1``.
-    """
-    pairs = []
-    for parent in model.modules():
-        children = dict(parent.named_children())
-        if parent is model:
-            candidates = [("conv2", "bn1")]
-        else:
-            candidates = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)] + [("0", "1")]
-        for conv_name, bn_name in candidates:
-            conv, bn = children.get(conv_name), children.get(bn_name)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                pairs.append((parent, conv_name, bn_name))
-    return pairs
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with each BatchNorm folded into the convolution before it.
-
-    ``W' = W · γ/σ`` and ``b' = (b − μ) · γ/σ + β`` with ``σ = √(var + eps)``; the BN becomes ``Identity``.
-    Eval-mode outputs are unchanged up to float rounding. Introduced in notebook 07.
-    """
-    model = copy.deepcopy(model).eval()
-    for parent, conv_name, bn_name in conv_bn_pairs(model):
-        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-        factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            bias=True,
-        )
-        with torch.no_grad():
-            fused.weight.copy_(conv.weight * factor.view(-1, 1, 1, 1))
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            fused.bias.copy_((bias - bn.running_mean) * factor + bn.bias)
-        setattr(parent, conv_name, fused.requires_grad_(False))
-        setattr(parent, bn_name, nn.Identity())
-    return model
 
 
 class DynamicRangeQuantizer:

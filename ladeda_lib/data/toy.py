@@ -1,0 +1,362 @@
+"""An offline, WildRF-shaped toy dataset on which patch detectors genuinely learn.
+
+Every image is rendered from its own seed (derived from the dataset seed, split, platform, class and
+index), so the set is byte-identical for a given seed and any image can be re-rendered alone.
+
+* **Real** — a camera-like picture: a dead-leaves scene (occluding discs, ellipses and rectangles whose
+  sizes follow a power law) textured with 1/f noise and soft shading, blurred by the optics, then
+  Poisson–Gaussian sensor noise added **per pixel** and gamma-encoded.
+* **Fake** — the same kind of scene passed through a generator-like decoder: the scene (and its noise)
+  exists only at 1/4 resolution; two stride-2 transposed convolutions with uneven kernels double it
+  twice (the classic checkerboard of deconvolution decoders, at periods 2 and 4 so that part of it
+  survives the resize to 256), each stage injecting a noise map filtered by a 3×3 convolution, and a
+  last 3×3 convolution smooths. These local upsampling traces
+  are what LaDeDa's 9×9 patches (after NPR) and Tiny-LaDeDa's diagonal filter pick up.
+* **Partial fakes** — about a quarter of the fakes are a real image with a generated region spliced in
+  (an ellipse or rectangle blended with a soft edge); ``masks/<same path>.png`` holds the region
+  (white = generated, the 0.5 level of the blend).
+* **Platforms** — train, val and ``test/reddit`` are saved as light JPEG (quality 90–95, no rescale);
+  ``test/twitter`` is rescaled (×0.65–0.85) and saved at quality ≈75; ``test/facebook`` is downscaled
+  (×0.45–0.6) and saved at quality 60–70 — training on the reddit-like data and testing on the others
+  shows a cross-platform gap, as WildRF does.
+
+Introduced in notebook 02.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ladeda_lib import paths
+
+PLATFORMS = ("reddit", "twitter", "facebook")
+#: Bumped whenever rendering changes, so ``ensure_toy_dataset`` regenerates stale copies.
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlatformStyle:
+    """How a platform re-encodes an upload: rescale factor range and JPEG quality range (inclusive)."""
+
+    scale: tuple[float, float] = (1.0, 1.0)
+    quality: tuple[int, int] = (90, 95)
+
+
+#: Platform styles; train and val use "reddit".
+PLATFORM_STYLES = {
+    "reddit": PlatformStyle((1.0, 1.0), (90, 95)),
+    "twitter": PlatformStyle((0.65, 0.85), (72, 78)),
+    "facebook": PlatformStyle((0.45, 0.6), (60, 70)),
+}
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Sizes and strengths of the toy dataset. Counts are per class (real and fake each)."""
+
+    train_per_class: int = 150
+    val_per_class: int = 50
+    test_per_class: int = 50
+    platforms: tuple[str, ...] = PLATFORMS
+    min_side: int = 192
+    max_side: int = 384
+    partial_fraction: float = 0.25
+    checkerboard: float = 0.5  # unevenness of the transposed-convolution kernels
+    decoder_stages: int = 2  # ×2 upsampling stages of the generator (content at 1/2^stages resolution)
+    decoder_noise: float = 1.0  # injected (then convolved) noise, relative to the sensor noise level
+    platform_styles: dict[str, PlatformStyle] = field(default_factory=lambda: dict(PLATFORM_STYLES))
+
+
+@dataclass
+class ToyRender:
+    """One rendered toy image before platform re-encoding.
+
+    ``image`` uint8 (H, W, 3); for a partial fake ``source`` is the real image it was spliced into and
+    ``mask`` a bool (H, W) array of the generated region; both None otherwise.
+    """
+
+    image: np.ndarray
+    source: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def _item_seed(seed: int, *parts: object) -> np.random.SeedSequence:
+    digest = hashlib.sha256(":".join(str(p) for p in (seed, *parts)).encode()).digest()
+    return np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
+
+
+def _pink_noise(h: int, w: int, rng: np.random.Generator, beta: float) -> np.ndarray:
+    """Zero-mean, unit-std noise with a 1/f^beta amplitude spectrum, (h, w) float32."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fy * fy + fx * fx)
+    f[0, 0] = 1.0
+    spec = (rng.standard_normal((h, w // 2 + 1)) + 1j * rng.standard_normal((h, w // 2 + 1))) / f**beta
+    spec[0, 0] = 0.0
+    out = np.fft.irfft2(spec, s=(h, w)).astype(np.float32)
+    return out / (out.std() + 1e-8)
+
+
+def _scene(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Dead-leaves scene in linear light, (h, w, 3) float32 in about [0, 1]."""
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = rng.uniform(0.2, 0.7, 3)
+    tex = _pink_noise(h, w, rng, rng.uniform(1.0, 1.6))
+    tex2 = _pink_noise(h, w, rng, rng.uniform(0.6, 1.0))
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    rmin, rmax, a = 3.0, min(h, w) / 2.5, 3.0
+    n = int(rng.integers(120, 260))
+    u = rng.uniform(size=n)
+    radii = (rmin ** (1 - a) + u * (rmax ** (1 - a) - rmin ** (1 - a))) ** (1 / (1 - a))
+    radii = np.sort(radii)[::-1]  # big leaves first (background), small on top
+    for r in radii:
+        cy, cx = rng.uniform(-r, h + r), rng.uniform(-r, w + r)
+        ry, rx = r, r * rng.uniform(0.5, 1.6)
+        y0, y1 = max(0, int(cy - ry)), min(h, int(cy + ry) + 1)
+        x0, x1 = max(0, int(cx - rx)), min(w, int(cx + rx) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy = (yy[y0:y1] - cy) / ry
+        dx = (xx[:, x0:x1] - cx) / rx
+        shape = rng.integers(0, 3)
+        if shape == 2:
+            inside = (np.abs(dy) <= 1) & (np.abs(dx) <= 1)
+        else:
+            inside = dy * dy + dx * dx <= 1.0
+        hue = rng.uniform(0.05, 0.95, 3)
+        sat = rng.uniform(0.2, 1.0)
+        color = (hue.mean() + sat * (hue - hue.mean())).astype(np.float32)
+        amp = rng.uniform(0.02, 0.15)
+        t = tex if rng.uniform() < 0.5 else tex2
+        shade = 1.0 + rng.uniform(-0.25, 0.25) * dy + rng.uniform(-0.25, 0.25) * dx
+        patch = color[None, None, :] * shade[..., None] + amp * t[y0:y1, x0:x1, None]
+        region = img[y0:y1, x0:x1]
+        region[inside] = patch[inside]
+    return np.clip(img, 0.0, 1.0)
+
+
+def _sensor(linear: np.ndarray, rng: np.random.Generator, gain: float, read: float) -> np.ndarray:
+    """Poisson–Gaussian per-pixel noise in linear light, then gamma: (h, w, 3) float32 → display [0, 1]."""
+    sigma = np.sqrt(gain * linear + read * read)
+    noisy = linear + sigma * rng.standard_normal(linear.shape, dtype=np.float32)
+    return np.clip(noisy, 0.0, 1.0) ** (1 / 2.2)
+
+
+def _decoder_kernel(rng: np.random.Generator, unevenness: float) -> np.ndarray:
+    """3×3 stride-2 transposed-convolution kernel: bilinear plus a random, uneven perturbation."""
+    k = np.outer([0.5, 1.0, 0.5], [0.5, 1.0, 0.5]).astype(np.float32)
+    return k * (1.0 + unevenness * rng.uniform(-1, 1, (3, 3)).astype(np.float32))
+
+
+def _upsample2(x: np.ndarray, kernel: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """One decoder stage: stride-2 transposed convolution (zero insertion + 3×3 kernel) plus injected noise.
+
+    (h, w, 3) → (2h, 2w, 3). An uneven kernel gives each of the four output phases a different gain —
+    the checkerboard of deconvolution decoders.
+    """
+    h, w, _ = x.shape
+    up = np.zeros((2 * h, 2 * w, 3), np.float32)
+    up[::2, ::2] = x
+    out = np.empty_like(up)
+    for c in range(3):
+        out[..., c] = ndimage.convolve(up[..., c], kernel, mode="mirror")
+    return out + noise[..., None]
+
+
+def _generate(linear: np.ndarray, rng: np.random.Generator, cfg: ToyConfig, gain: float, read: float) -> np.ndarray:
+    """Generator-like rendering of a scene: (h, w, 3) linear → display [0, 1].
+
+    The content exists only at 1/2^stages resolution (with noise that imitates the sensor's there);
+    ``stages`` transposed-convolution stages with uneven kernels double it back, each injecting noise
+    filtered by a 3×3 convolution; a last 3×3 convolution smooths.
+    """
+    h, w, _ = linear.shape
+    stages = cfg.decoder_stages
+    f = 2**stages
+    hh, hw = -(-h // f), -(-w // f)
+    pad = np.pad(linear, ((0, f * hh - h), (0, f * hw - w), (0, 0)), mode="edge")
+    x = pad.reshape(hh, f, hw, f, 3).mean(axis=(1, 3))
+    x = _sensor(x, rng, gain, read)  # "learned" noise lives at the generator's internal resolution
+    level = cfg.decoder_noise * float(np.sqrt(gain * 0.2 + read**2))
+    smooth = np.array([[0.05, 0.1, 0.05], [0.1, 0.4, 0.1], [0.05, 0.1, 0.05]], np.float32)
+    for _ in range(stages):
+        kernel = _decoder_kernel(rng, cfg.checkerboard)
+        n = rng.standard_normal((2 * x.shape[0], 2 * x.shape[1]), dtype=np.float32) * level
+        n = ndimage.convolve(n, smooth + 0.1 * rng.uniform(-1, 1, (3, 3)).astype(np.float32), mode="reflect")
+        x = _upsample2(x, kernel, n)
+    out = np.stack([ndimage.convolve(x[..., c], smooth, mode="mirror") for c in range(3)], axis=-1)
+    return np.clip(out[:h, :w], 0.0, 1.0)
+
+
+def _splice_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Soft mask (h, w) float32 in [0, 1]: an ellipse or rectangle covering ~10–35% of the image."""
+    area = rng.uniform(0.10, 0.35) * h * w
+    aspect = rng.uniform(0.6, 1.6)
+    ry = np.sqrt(area / np.pi / aspect)
+    rx = ry * aspect
+    ry, rx = min(ry, h / 2.2), min(rx, w / 2.2)
+    cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
+    yy = (np.arange(h, dtype=np.float32)[:, None] - cy) / ry
+    xx = (np.arange(w, dtype=np.float32)[None, :] - cx) / rx
+    if rng.uniform() < 0.5:
+        d = np.sqrt(yy * yy + xx * xx)
+    else:
+        d = np.maximum(np.abs(yy), np.abs(xx))
+    edge = 3.0 / min(ry, rx)  # ~3 px feather
+    return np.clip((1.0 - d) / edge + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def render_toy_image(seed: int, label: int, partial: bool = False, cfg: ToyConfig | None = None) -> ToyRender:
+    """Render one toy image from its own seed: real (label 0), full fake, or partial (spliced) fake.
+
+    Returns a :class:`ToyRender` with uint8 (H, W, 3); H, W in ``[cfg.min_side, cfg.max_side]``.
+    """
+    cfg = cfg or ToyConfig()
+    rng = np.random.default_rng(_item_seed(seed, "render"))
+    h = int(rng.integers(cfg.min_side, cfg.max_side + 1))
+    w = int(np.clip(h * rng.uniform(0.65, 1.5), cfg.min_side, cfg.max_side))
+    linear = _scene(h, w, rng)
+    sigma = rng.uniform(0.5, 0.9)
+    linear = ndimage.gaussian_filter(linear, (sigma, sigma, 0))
+    gain, read = rng.uniform(0.001, 0.006), rng.uniform(0.002, 0.008)
+    if label == 0:
+        return ToyRender(_to_uint8(_sensor(linear, rng, gain, read)))
+    fake = _generate(linear, rng, cfg, gain, read)
+    if not partial:
+        return ToyRender(_to_uint8(fake))
+    real = _sensor(linear, rng, gain, read)
+    soft = _splice_mask(h, w, rng)[..., None]
+    spliced = soft * fake + (1.0 - soft) * real
+    return ToyRender(_to_uint8(spliced), source=_to_uint8(real), mask=soft[..., 0] >= 0.5)
+
+
+def _reencode(image: np.ndarray, style: PlatformStyle, rng: np.random.Generator) -> tuple[bytes, float]:
+    """Platform re-encoding: optional rescale (bicubic) then JPEG; returns (JPEG bytes, scale used)."""
+    pil = Image.fromarray(image)
+    scale = float(rng.uniform(*style.scale))
+    if scale != 1.0:
+        size = (max(16, round(pil.width * scale)), max(16, round(pil.height * scale)))
+        pil = pil.resize(size, Image.Resampling.BICUBIC)
+    quality = int(rng.integers(style.quality[0], style.quality[1] + 1))
+    buf = BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue(), scale
+
+
+def _items(cfg: ToyConfig) -> list[tuple[str, str | None, int, int]]:
+    """(split, platform, label, index) of every image."""
+    items = []
+    for split, platforms, n in (
+        ("train", (None,), cfg.train_per_class),
+        ("val", (None,), cfg.val_per_class),
+        ("test", cfg.platforms, cfg.test_per_class),
+    ):
+        for platform in platforms:
+            for label in (0, 1):
+                items += [(split, platform, label, i) for i in range(n)]
+    return items
+
+
+def toy_item_path(split: str, platform: str | None, label: int, index: int) -> Path:
+    """Relative path of one toy image, e.g. ``test/twitter/1_fake/fake_0007.jpg``."""
+    cls = "1_fake" if label else "0_real"
+    folder = Path(split) / platform / cls if platform else Path(split) / cls
+    return folder / f"{'fake' if label else 'real'}_{index:04d}.jpg"
+
+
+def toy_item_seed(
+    seed: int, split: str, platform: str | None, label: int, index: int, partial_fraction: float = 0.25
+) -> tuple[int, bool]:
+    """The render seed of one toy image and whether it is a partial fake (deterministic from ``seed``)."""
+    ss = _item_seed(seed, split, platform, label, index)
+    rng = np.random.default_rng(ss)
+    item = int(rng.integers(0, 2**62))
+    partial = bool(label == 1 and rng.uniform() < partial_fraction)
+    return item, partial
+
+
+def make_toy_dataset(
+    output: str | Path,
+    seed: int = 0,
+    config: ToyConfig | None = None,
+    progress: bool = True,
+    num_workers: int | None = None,
+) -> Path:
+    """Write the toy dataset in WildRF layout under ``output`` and return ``output``.
+
+    ``train/{0_real,1_fake}``, ``val/{0_real,1_fake}``, ``test/{reddit,twitter,facebook}/{0_real,1_fake}``
+    (JPEG files), ``masks/…/<name>.png`` for partial fakes (white = generated) and ``toy_config.json``.
+    Byte-identical for the same seed and config. Default: 150 + 150 train, 50 + 50 val, 50 + 50 per
+    platform (700 images). Introduced in notebook 02.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or ToyConfig()
+    unknown = set(cfg.platforms) - set(cfg.platform_styles)
+    if unknown:
+        raise ValueError(f"no platform style for {sorted(unknown)}; known: {sorted(cfg.platform_styles)}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    def work(item: tuple[str, str | None, int, int]) -> None:
+        split, platform, label, index = item
+        item_seed, partial = toy_item_seed(seed, split, platform, label, index, cfg.partial_fraction)
+        render = render_toy_image(item_seed, label, partial, cfg)
+        style = cfg.platform_styles[platform or "reddit"]
+        data, scale = _reencode(render.image, style, np.random.default_rng(_item_seed(item_seed, "platform")))
+        rel = toy_item_path(split, platform, label, index)
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+        if render.mask is not None:
+            mask = Image.fromarray(render.mask.astype(np.uint8) * 255, mode="L")
+            if scale != 1.0:
+                mask = mask.resize((max(16, round(mask.width * scale)), max(16, round(mask.height * scale))))
+                mask = mask.point(lambda v: 255 if v >= 128 else 0)
+            mask_path = out / "masks" / rel.with_suffix(".png")
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            mask.save(mask_path, format="PNG")
+
+    items = _items(cfg)
+    workers = num_workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(pool.map(work, items), total=len(items), desc="toy dataset", unit="img", disable=not progress):
+            pass
+    manifest = {"seed": seed, "config": asdict(cfg), "generator": GENERATOR_VERSION, "images": len(items)}
+    (out / "toy_config.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if progress:
+        print(f"toy dataset: {len(items)} images in {time.perf_counter() - start:.1f} s → {out}")
+    return out
+
+
+def ensure_toy_dataset(path: str | Path | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """Return the toy dataset root (default ``data/toy_wildrf``), generating it first if it is absent.
+
+    A folder whose ``toy_config.json`` records another seed, configuration or generator version is
+    regenerated in place (the files are overwritten with the current ones).
+    """
+    root = Path(path) if path is not None else paths.default_toy_dir()
+    manifest = root / "toy_config.json"
+    expected = json.loads(json.dumps({"seed": seed, "config": asdict(ToyConfig()), "generator": GENERATOR_VERSION}))
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text())
+        if {k: stored.get(k) for k in expected} == expected:
+            return root
+    make_toy_dataset(root, seed=seed, progress=progress)  # absent, or made by another generator version
+    return root

@@ -1,0 +1,70 @@
+"""The decoded uint8 training cache: shapes, labels, Dataset protocol, disk cache hits and invalidation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ladeda_lib.data.images import ImageLoadError, resize_to_uint8
+from ladeda_lib.data.layouts import Sample
+from ladeda_lib.data.tensors import cache_key, load_tensors
+
+
+def _samples(tmp_path, n=4):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (30 + i, 50, 3), dtype=np.uint8)).save(p)
+        out.append(Sample(p, i % 2))
+    return out
+
+
+def test_load_tensors_shapes_and_content(tmp_path):
+    samples = _samples(tmp_path)
+    t = load_tensors(samples, progress=False)
+    assert t.images.shape == (4, 3, 256, 256) and t.images.dtype == torch.uint8
+    assert t.labels.tolist() == [0, 1, 0, 1] and len(t) == 4
+    image, label = t[2]
+    assert torch.equal(image, resize_to_uint8(samples[2].path)) and int(label) == 0
+    sub = t.subset([3, 1])
+    assert sub.labels.tolist() == [1, 1] and sub.samples[0] is samples[3]
+
+
+def test_disk_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+    samples = _samples(tmp_path / "imgs")
+    cache = tmp_path / "cache"
+    first = load_tensors(samples, cache_dir=cache, progress=False)
+    files = list(cache.glob("tensors_*.pt"))
+    assert len(files) == 1
+
+    import ladeda_lib.data.tensors as tensors_mod
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded although the cache was valid")
+
+    monkeypatch.setattr(tensors_mod, "resize_to_uint8", fail)
+    again = load_tensors(samples, cache_dir=cache, progress=False)
+    assert torch.equal(again.images, first.images)
+    monkeypatch.undo()
+
+    key = cache_key(samples)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(samples[0].path)  # content (size) changes
+    os.utime(samples[0].path, ns=(1, 1))
+    assert cache_key(samples) != key
+    changed = load_tensors(samples, cache_dir=cache, progress=False)
+    assert changed.images[0].max() == 0 and len(list(cache.glob("tensors_*.pt"))) == 2
+
+
+def test_unreadable_files_raise_with_count_and_names(tmp_path):
+    samples = _samples(tmp_path)
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    with pytest.raises(ImageLoadError, match=r"(?s)1 of 5 images.*bad\.jpg"):
+        load_tensors([*samples, Sample(tmp_path / "bad.jpg", 1)], progress=False)
+    with pytest.raises(ValueError, match="no samples"):
+        load_tensors([], progress=False)
