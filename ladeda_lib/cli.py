@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from ladeda_lib import __version__
 
 #: Modules that contribute subcommands, in the order they appear in ``ladeda --help``.
-COMMAND_MODULES = ("ladeda_lib.models.describe",)
+COMMAND_MODULES = (
+    "ladeda_lib.pipeline",
+    "ladeda_lib.models.describe",
+    "ladeda_lib.data",
+    "ladeda_lib.distill.cli",
+    "ladeda_lib.inference",
+    "ladeda_lib.export.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

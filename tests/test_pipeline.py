@@ -1,0 +1,51 @@
+"""``ladeda pipeline`` end to end on a tiny configuration: report, reuse of artifacts, a failing stage."""
+
+import json
+
+import pytest
+
+from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
+from ladeda_lib.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+TINY_TOY = ToyConfig(train_per_class=8, val_per_class=4, test_per_class=4, min_side=96, max_side=128)
+
+
+def tiny(tmp_path, **overrides):
+    settings = dict(
+        output=tmp_path / "run", teacher_width=4, teacher_epochs=1, student_epochs=1, epochs_s1=1, epochs_s2=1,
+        quantization="dynamic_range", calibration_count=4, latency_runs=2, progress=False,
+    )
+    settings.update(overrides)
+    return PipelineConfig(**settings)
+
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path):
+    data = make_toy_dataset(tmp_path / "toy", seed=3, config=TINY_TOY, progress=False)
+    result = run_pipeline(tiny(tmp_path, data=data))
+    out = tmp_path / "run"
+    report = result.report.read_text()
+    for heading in ("average precision per split and platform", "Accuracy at threshold 0.5", "parity, size and latency", "Stage timings"):
+        assert heading in report
+    for name in ("teacher", "single-stage student", "two-stage student", "student.tflite"):
+        assert f"| {name} |" in report
+    for path in ("teacher_compact.pt", "single_stage/student_final.pt", "two_stage/student_final.pt",
+                 "export/student.onnx", "export/student.tflite", "figures/ap_per_platform.png"):
+        assert (out / path).is_file(), path
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"teacher", "single-stage student", "two-stage student"}
+    assert set(metrics["models"]["teacher"]["groups"]) >= {"val", "test/reddit", "test/twitter", "test/facebook"}
+    assert 0.0 <= metrics["exported"]["student.tflite"]["test"]["ap"] <= 1.0
+
+    # A second run reuses every trained model and export instead of rebuilding them.
+    stamps = {p: (out / p).stat().st_mtime_ns for p in ("teacher_compact.pt", "two_stage/student_final.pt", "export/student.tflite")}
+    again = run_pipeline(tiny(tmp_path, data=data))
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
+    assert any("reused" in note for note in again.notes)
+
+
+def test_a_failing_stage_names_itself_and_keeps_earlier_artifacts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match=r"stage 1/7 'data' failed") as err:
+        run_pipeline(tiny(tmp_path, data=tmp_path / "empty"))
+    assert "Artifacts of the earlier stages are kept" in str(err.value)
