@@ -1,0 +1,245 @@
+"""Training speed on the CPU: student training images/s, where a step's time goes, teacher-target throughput.
+
+Measures, with ``--threads`` (default 2) PyTorch threads:
+
+1. **Student training step** (Tiny-LaDeDa, batch 32, 256×256, distillation loss against a 31×31 teacher map):
+   images/s, and each step split into data (gather uint8 batch + normalise), forward (+ loss), backward and
+   optimizer step — the share of step time spent outside forward/backward is what the data pipeline and the
+   optimizer cost.
+2. **Student training epoch** through the real loop (:func:`ladeda_lib.distill.train_student` on in-memory
+   data): images/s including validation, checkpoints, ``log.json`` and ``resume.pt``, and the share of the
+   epoch outside forward/backward of the training batches.
+3. **Teacher targets**: :func:`ladeda_lib.distill.compute_teacher_targets` (no cache: hashing, batching,
+   copying the outputs) against the teacher's bare forward on the same batches, images/s each.
+
+Synthetic images are used (speed does not depend on pixel values); weights are random.
+
+    python benchmarks/bench_training.py [--threads 2] [--images 96] [--width 16] [--json OUT] [--markdown OUT]
+
+:func:`markdown_section` returns the Markdown section for ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladeda_lib.data.images import normalize_uint8
+from ladeda_lib.data.layouts import DatasetIndex
+from ladeda_lib.data.tensors import ImageTensors
+from ladeda_lib.distill import StudentTrainConfig, TrainingData, compute_teacher_targets, train_student
+from ladeda_lib.distill.loss import default_alignment, distillation_loss
+from ladeda_lib.models import LaDeDa, TinyLaDeDa
+
+
+def _images(n: int, size: int = 256, seed: int = 0) -> ImageTensors:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return ImageTensors(images, torch.arange(n) % 2, [])
+
+
+def bench_student_steps(n_steps: int = 12, batch_size: int = 32, warmup: int = 2) -> dict[str, Any]:
+    """Time the parts of a student training step: data, forward + loss, backward, optimizer step."""
+    torch.manual_seed(0)
+    model = TinyLaDeDa().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = _images(batch_size * 4)
+    targets = torch.randn(len(data), 1, 31, 31)
+    idx_all = default_alignment(256)
+    parts: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "optimizer": [], "step": []}
+    g = torch.Generator().manual_seed(0)
+    for step in range(warmup + n_steps):
+        t0 = time.perf_counter()
+        idx = torch.randperm(len(data), generator=g)[:batch_size]
+        x = normalize_uint8(data.images[idx])
+        y, t = data.labels[idx], targets[idx]
+        t1 = time.perf_counter()
+        logit, patches = model.forward_with_patches(x)
+        loss = distillation_loss(patches, logit, t, y, indices=idx_all).total
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        finite = bool(torch.isfinite(loss.detach()))
+        float(loss.detach())
+        t4 = time.perf_counter()
+        assert finite
+        if step >= warmup:
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+                parts[key].append(value)
+    med = {k: statistics.median(v) for k, v in parts.items()}
+    return {
+        "batch_size": batch_size,
+        "images_per_s": batch_size / med["step"],
+        "median_s": med,
+        "share_outside_fwd_bwd": 1.0 - (med["forward"] + med["backward"]) / med["step"],
+    }
+
+
+def bench_student_epoch(n_images: int = 96, n_val: int = 32, batch_size: int = 32) -> dict[str, Any]:
+    """One epoch through the real loop (validation, checkpoints, logs included), with forward/backward timed."""
+    teacher = LaDeDa(width=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = TrainingData(DatasetIndex(Path(tmp), "folder", []), _images(n_images, seed=1), _images(n_val, seed=2))
+        # targets first (not timed here), so the epoch measures training only
+        compute_teacher_targets(teacher, data.train, Path(tmp) / "cache", progress=False)
+        compute_teacher_targets(teacher, data.val, Path(tmp) / "cache", progress=False)
+        fwd_bwd = {"s": 0.0}
+        original = torch.Tensor.backward
+
+        def timed_backward(self, *args, **kwargs):
+            start = time.perf_counter()
+            original(self, *args, **kwargs)
+            fwd_bwd["s"] += time.perf_counter() - start
+
+        forward_time = {"s": 0.0}
+        original_fwp = TinyLaDeDa.forward_with_patches
+
+        def timed_forward(self, x):
+            start = time.perf_counter()
+            out = original_fwp(self, x)
+            if self.training:
+                forward_time["s"] += time.perf_counter() - start
+            return out
+
+        cfg = StudentTrainConfig(
+            output=Path(tmp) / "run", epochs=1, batch_size=batch_size, cache_dir=Path(tmp) / "cache"
+        )
+        torch.Tensor.backward = timed_backward
+        TinyLaDeDa.forward_with_patches = timed_forward
+        try:
+            start = time.perf_counter()
+            result = train_student(cfg, teacher=teacher, data=data, progress=False)
+            wall = time.perf_counter() - start
+        finally:
+            torch.Tensor.backward = original
+            TinyLaDeDa.forward_with_patches = original_fwp
+        epoch = result.history[0]["time_s"]
+    inside = forward_time["s"] + fwd_bwd["s"]
+    return {
+        "train_images": n_images,
+        "val_images": n_val,
+        "epoch_s": epoch,
+        "wall_s": wall,
+        "train_images_per_s": n_images / epoch,
+        "fwd_bwd_s": inside,
+        "share_outside_fwd_bwd": 1.0 - inside / epoch,
+    }
+
+
+def bench_teacher_targets(width: int = 16, n_images: int = 64, batch_size: int = 32) -> dict[str, Any]:
+    """compute_teacher_targets (hash + batches + copies, no cache) vs the teacher's bare forward."""
+    torch.manual_seed(0)
+    teacher = LaDeDa(width=width).eval()
+    data = _images(n_images, seed=3)
+    with torch.no_grad():
+        teacher(normalize_uint8(data.images[:2]))  # warm-up
+        start = time.perf_counter()
+        for i in range(0, n_images, batch_size):
+            teacher.forward_with_patches(normalize_uint8(data.images[i : i + batch_size]))
+        bare = time.perf_counter() - start
+    start = time.perf_counter()
+    compute_teacher_targets(teacher, data, cache_dir=None, batch_size=batch_size, progress=False)
+    full = time.perf_counter() - start
+    return {
+        "width": width,
+        "parameters": teacher.num_parameters(),
+        "images": n_images,
+        "bare_images_per_s": n_images / bare,
+        "targets_images_per_s": n_images / full,
+        "bare_ms_per_image": 1e3 * bare / n_images,
+        "overhead": full / bare - 1.0,
+    }
+
+
+def run(threads: int = 2, n_images: int = 96, width: int = 16) -> dict[str, Any]:
+    """All three measurements with ``threads`` PyTorch threads."""
+    torch.set_num_threads(threads)
+    return {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": threads,
+            "torch": torch.__version__,
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        },
+        "student_step": bench_student_steps(),
+        "student_epoch": bench_student_epoch(n_images),
+        "teacher_targets": bench_teacher_targets(width, min(n_images, 64)),
+    }
+
+
+def markdown_section(results: dict[str, Any]) -> str:
+    """The "Training" section of ``benchmarks/RESULTS.md`` from :func:`run`'s results."""
+    m, s, e, t = results["machine"], results["student_step"], results["student_epoch"], results["teacher_targets"]
+    med = s["median_s"]
+    lines = [
+        "## Training (CPU)",
+        "",
+        f"{m['threads']} PyTorch threads on {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}; "
+        f"1-minute load average at start {m['load_average_1min']:.1f}. `python benchmarks/bench_training.py`.",
+        "",
+        f"**Student training step** (Tiny-LaDeDa, batch {s['batch_size']}, 256×256, distillation loss): "
+        f"**{s['images_per_s']:.1f} images/s**.",
+        "",
+        "| part of a step | median ms | share |",
+        "|---|---:|---:|",
+    ]
+    for key, label in (
+        ("data", "data (gather uint8 batch, normalise)"),
+        ("forward", "forward + loss"),
+        ("backward", "backward"),
+        ("optimizer", "optimizer step + loss read-out"),
+    ):
+        lines.append(f"| {label} | {1e3 * med[key]:.1f} | {100 * med[key] / med['step']:.1f} % |")
+    lines += [
+        f"| **step** | **{1e3 * med['step']:.1f}** | 100 % |",
+        "",
+        f"Share of step time outside forward/backward: **{100 * s['share_outside_fwd_bwd']:.1f} %**.",
+        "",
+        f"**Student epoch through the real loop** ({e['train_images']} training + {e['val_images']} validation "
+        f"images): epoch {e['epoch_s']:.1f} s (training + validation), "
+        f"**{e['train_images_per_s']:.1f} training images/s**; "
+        f"{100 * e['share_outside_fwd_bwd']:.1f} % of the epoch is outside the training forward/backward "
+        f"(validation pass, batching, optimizer). The whole call took {e['wall_s']:.1f} s including data "
+        "hashing, cached teacher targets, checkpoints, `log.json` and `resume.pt`.",
+        "",
+        f"**Teacher targets** (LaDeDa width {t['width']}, {t['parameters']:,} parameters, {t['images']} images): "
+        f"bare forward {t['bare_images_per_s']:.1f} images/s ({t['bare_ms_per_image']:.0f} ms/image); "
+        f"`compute_teacher_targets` {t['targets_images_per_s']:.1f} images/s "
+        f"({100 * t['overhead']:+.1f} % for hashing, batching and copies).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2: the target machine)")
+    p.add_argument("--images", type=int, default=96, help="training images in the epoch measurement")
+    p.add_argument("--width", type=int, default=16, help="teacher width for the target measurement")
+    p.add_argument("--json", default=None, help="write the raw results here")
+    p.add_argument("--markdown", default=None, help="write the Markdown section here")
+    args = p.parse_args(argv)
+    results = run(args.threads, args.images, args.width)
+    section = markdown_section(results)
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Training configuration as data: one dataclass per command, defaults = the seed's.
+
+Every field maps to a CLI flag of the same name (``batch_size`` ↔ ``--batch-size``); notebooks build the
+dataclasses directly with small values (``StudentTrainConfig(epochs=3)``). Paths left as ``None`` resolve
+to the project defaults (toy data, ``weights/…``) when a run starts. Introduced in notebook 03.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladeda_lib.models import DEFAULT_TOPK
+from ladeda_lib.paths import weights_dir
+
+#: Modules of Tiny-LaDeDa frozen in stage 1 (only ``fc`` trains) and in stage 2 (``layer1`` and ``fc`` train).
+STAGE1_FROZEN = ("conv1", "conv2", "bn1", "layer1")
+STAGE2_FROZEN = ("conv1", "conv2", "bn1")
+
+
+@dataclass
+class RunOptions:
+    """What every training command shares: data, output, device, seed, resume and the loader."""
+
+    data: str | Path | None = None  # dataset root (any layout detect_dataset accepts); None = toy set
+    output: str | Path | None = None  # run folder (None = the command's default under weights/)
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    seed: int = 0
+    resume: bool = False  # continue from OUTPUT/resume.pt when present
+    batch_size: int = 32
+    num_workers: int | None = None  # DataLoader workers; None = 0 on CPU, 2 on CUDA
+    amp: bool | None = None  # mixed precision; None = on for CUDA only
+    cache_dir: str | Path | None = None  # image-tensor and teacher-target cache (None = weights/cache)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy (paths as strings), stored in logs and checkpoint metadata."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else weights_dir() / "cache"
+
+
+@dataclass
+class TeacherTrainConfig(RunOptions):
+    """``ladeda train-teacher``: the compact LaDeDa teacher, image-level BCE on the pooled logit.
+
+    The teacher is patch-local (9×9 receptive field), so it trains on random ``crop_size`` crops placed on
+    the 8-pixel patch grid (the crop's patches are exactly the full image's patches); validation uses the
+    full 256×256 images. ``output`` is the checkpoint FILE (default ``weights/teacher_compact.pt``); the
+    run's epoch checkpoints and log go next to it in ``<output stem>_run/``.
+    """
+
+    width: int = 16
+    epochs: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    crop_size: int = 64
+    crops_per_image: int = 1
+    # Mean pooling (K = all), as the published LaDeDa is trained: every patch logit is pushed towards the
+    # image label, so the patch map is a per-patch target worth distilling. With top-K pooling only the top
+    # 10 % of patches get a gradient and the rest drift freely (real-image patch logits down to -150 on the
+    # toy set); distilling such maps cost the student 30-50 AP points on toy val in our runs.
+    pool: Any = "all"
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output is not None else weights_dir() / "teacher_compact.pt"
+
+
+@dataclass
+class StudentTrainConfig(RunOptions):
+    """``ladeda train-student``: single-stage distillation, Adam, loss α_d·MSE + α_t·BCE.
+
+    ``teacher`` is a checkpoint path (None = :func:`~ladeda_lib.distill.teacher.get_teacher`'s default).
+    ``init`` optionally starts from existing student weights instead of a fresh initialisation.
+    """
+
+    teacher: str | Path | None = None
+    init: str | Path | None = None
+    epochs: int = 50
+    # 1e-2, not Adam's usual 1e-3: Tiny-LaDeDa has 1,297 parameters and a small dataset gives few steps per
+    # epoch (toy set: 10); at 1e-3 the patch logits could not reach the teacher's scale within the run.
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    alpha_distill: float = 0.5
+    alpha_task: float = 0.5
+    preprocess: str = "right_diag"
+    pool: Any = DEFAULT_TOPK
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output is not None else weights_dir() / "single_stage"
+
+
+@dataclass
+class TwoStageTrainConfig(RunOptions):
+    """``ladeda train-student-two-stage``: fine-tune an existing student in two stages.
+
+    Stage 1 trains ``fc`` only (conv1, conv2, bn1, layer1 frozen; Adam ``lr_s1``, ReduceLROnPlateau on the
+    validation loss). Stage 2 trains ``layer1`` and ``fc`` (conv1, conv2, bn1 frozen; Adam ``lr_s2``,
+    CosineAnnealingLR over ``epochs_s2``). Frozen BatchNorm layers stay in eval mode, so their running
+    statistics do not move. Without ``init`` the run starts from ``weights/single_stage/student_final.pt``,
+    else a published Tiny-LaDeDa in ``weights/``, else a ``warmup_epochs`` single-stage warm-up.
+    """
+
+    teacher: str | Path | None = None
+    init: str | Path | None = None
+    epochs_s1: int = 5
+    epochs_s2: int = 20
+    lr_s1: float = 1e-3
+    lr_s2: float = 1e-4
+    warmup_epochs: int = 10
+    warmup_lr: float = 1e-2
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    alpha_distill: float = 0.5
+    alpha_task: float = 0.5
+    preprocess: str = "right_diag"
+    pool: Any = DEFAULT_TOPK
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output is not None else weights_dir() / "two_stage"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → cuda if available, else mps, else cpu; other names are checked and returned."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: Apple MPS is not available on this machine; use cpu or auto")
+    if dev.type not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"--device {name}: expected one of auto, cpu, cuda, mps")
+    return dev

@@ -1,0 +1,59 @@
+"""The tensors a training run needs: train and validation images of a dataset, decoded once.
+
+Introduced in notebook 03.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladeda_lib.data.layouts import DatasetIndex, detect_dataset, holdout_split
+from ladeda_lib.data.tensors import ImageTensors, load_tensors
+from ladeda_lib.data.toy import ensure_toy_dataset
+
+#: Share of a split-less dataset (single folder, CSV without splits) held out for validation.
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass
+class TrainingData:
+    """Train and validation tensors (uint8 (N, 3, 256, 256) images, long (N,) labels) and where they came from."""
+
+    index: DatasetIndex
+    train: ImageTensors
+    val: ImageTensors
+    note: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "root": str(self.index.root),
+            "layout": self.index.layout,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "note": self.note,
+        }
+
+
+def load_training_data(
+    data: str | Path | DatasetIndex | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> TrainingData:
+    """Detect the dataset at ``data`` (None: the toy set, generated if absent) and decode train + val.
+
+    Without a ``val`` split, :func:`ladeda_lib.data.layouts.holdout_split` holds out a deterministic 20 %
+    of ``train`` (and says so in ``note``). Raises ``ValueError`` when there are no training images.
+    """
+    index = data if isinstance(data, DatasetIndex) else detect_dataset(ensure_toy_dataset() if data is None else data)
+    train, val = index.select(split="train"), index.select(split="val")
+    note = ""
+    if not train:
+        raise ValueError(f"{index.root}: no training images (split 'train' is empty; found splits {index.splits})")
+    if not val:
+        train, val = holdout_split(train, HOLDOUT_FRACTION)
+        note = f"no val split in {index.root}: held out {len(val)} of the training images for validation"
+        if not val or not train:
+            raise ValueError(f"{index.root}: too few images to hold out a validation part ({len(train) + len(val)})")
+    return TrainingData(
+        index, load_tensors(train, cache_dir=cache_dir, progress=progress), load_tensors(val, cache_dir, progress), note
+    )

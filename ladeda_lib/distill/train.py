@@ -1,0 +1,329 @@
+"""Distilling the teacher into Tiny-LaDeDa: single-stage training and the two-stage fine-tune.
+
+* :func:`train_student` — ``ladeda train-student``: a fresh Tiny-LaDeDa (or ``init`` weights), every layer
+  trainable, Adam, loss ``α_d·MSE(aligned patches) + α_t·BCE(pooled logit)`` (:mod:`.loss`).
+* :func:`train_student_two_stage` — ``ladeda train-student-two-stage``: start from an existing student;
+  stage 1 trains ``fc`` only (conv1, conv2, bn1, layer1 frozen; ReduceLROnPlateau), stage 2 trains
+  ``layer1`` and ``fc`` (conv1, conv2, bn1 frozen; CosineAnnealingLR). Frozen BatchNorm layers are kept in
+  eval mode, so their running statistics are exactly those of the starting student.
+
+Both take a dataclass config (:mod:`.config`), share the loop in :mod:`.loop` (checkpoints, resume, NaN
+guard, ``log.json``) and return a :class:`~ladeda_lib.distill.loop.TrainResult`. Teacher targets are
+computed once and cached (:mod:`.targets`). Introduced in notebook 04 (single stage) and 05 (two stages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladeda_lib.checkpoints import Checkpoint, load_checkpoint
+from ladeda_lib.data.images import normalize_uint8
+from ladeda_lib.distill.config import (
+    STAGE1_FROZEN,
+    STAGE2_FROZEN,
+    StudentTrainConfig,
+    TwoStageTrainConfig,
+    resolve_device,
+)
+from ladeda_lib.distill.data import TrainingData, load_training_data
+from ladeda_lib.distill.loop import Stage, TrainResult, fit
+from ladeda_lib.distill.loss import distillation_loss
+from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets, teacher_hash
+from ladeda_lib.distill.teacher import get_teacher
+from ladeda_lib.evaluation import binary_metrics, predict
+from ladeda_lib.geometry import align_indices
+from ladeda_lib.models import PatchDetector, TinyLaDeDa
+from ladeda_lib.paths import weights_dir
+
+#: Published students two-stage training may start from (looked up in weights/).
+PUBLISHED_STUDENTS = ("WildRF_Tiny_LaDeDa.pth", "ForenSynth_Tiny_LaDeDa.pth")
+
+
+class StudentTask:
+    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`)."""
+
+    def __init__(
+        self,
+        data: TrainingData,
+        train_targets: TeacherTargets,
+        val_targets: TeacherTargets,
+        indices: torch.Tensor,
+        alpha_distill: float = 0.5,
+        alpha_task: float = 0.5,
+        eval_batch_size: int = 32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
+            raise ValueError("teacher targets and images differ in number; recompute the targets")
+        self.images, self.labels, self.targets = data.train.images, data.train.labels, train_targets.patches
+        self.val_images, self.val_labels, self.val_targets = data.val.images, data.val.labels, val_targets.patches
+        self.indices = indices
+        self.alpha_distill, self.alpha_task = alpha_distill, alpha_task
+        self.eval_batch_size = eval_batch_size
+        self.device = torch.device(device)
+
+    def plan(self, generator: torch.Generator, batch_size: int) -> list[torch.Tensor]:
+        return list(torch.randperm(self.images.shape[0], generator=generator).split(batch_size))
+
+    def fetch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"images": self.images[idx], "labels": self.labels[idx], "teacher": self.targets[idx]}
+
+    def loss(self, model: PatchDetector, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logit, patches = model.forward_with_patches(normalize_uint8(batch["images"]))
+        terms = distillation_loss(
+            patches, logit, batch["teacher"], batch["labels"], self.alpha_distill, self.alpha_task, self.indices
+        )
+        return {"loss": terms.total, "distill": terms.distill, "task": terms.task}
+
+    @torch.no_grad()
+    def validate(self, model: PatchDetector) -> dict[str, float]:
+        logits, patches = predict(model, self.val_images, self.eval_batch_size, self.device, keep_patches=True)
+        terms = distillation_loss(
+            patches,
+            logits[:, None],
+            self.val_targets,
+            self.val_labels,
+            self.alpha_distill,
+            self.alpha_task,
+            self.indices,
+        )
+        metrics = binary_metrics(self.val_labels, logits)
+        return {
+            "loss": terms.total.item(),
+            "distill": terms.distill.item(),
+            "task": terms.task.item(),
+            **{k: metrics[k] for k in ("accuracy", "ap", "auc", "real_acc", "fake_acc")},
+        }
+
+
+@dataclass
+class Prepared:
+    """Everything a student run needs before the loop: data, teacher targets, alignment, device."""
+
+    data: TrainingData
+    task: StudentTask
+    teacher_info: dict[str, Any]
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_student_run(
+    cfg: StudentTrainConfig | TwoStageTrainConfig,
+    teacher: PatchDetector | Checkpoint | None = None,
+    data: TrainingData | None = None,
+    progress: bool = True,
+) -> Prepared:
+    """Decode the data, get the frozen teacher, compute (or load cached) teacher targets for train and val.
+
+    ``teacher`` may be passed in memory (it is frozen: eval mode, no gradients, weights untouched);
+    otherwise :func:`~ladeda_lib.distill.teacher.get_teacher` resolves ``cfg.teacher``.
+    """
+    device = resolve_device(cfg.device)
+    cache_dir = cfg.resolved_cache_dir()
+    data = data or load_training_data(cfg.data, cache_dir, progress)
+    if teacher is None:
+        teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
+    ckpt = teacher if isinstance(teacher, Checkpoint) else None
+    model = teacher.model if isinstance(teacher, Checkpoint) else teacher
+    model.freeze()
+    teacher_device = next(model.parameters()).device
+    model.to(device)
+    try:
+        kwargs = {"cache_dir": cache_dir, "batch_size": cfg.batch_size, "device": device, "progress": progress}
+        train_targets = compute_teacher_targets(model, data.train, **kwargs)
+        val_targets = compute_teacher_targets(model, data.val, **kwargs)
+    finally:
+        model.to(teacher_device)
+    size = data.train.images.shape[-1]
+    indices = align_indices(TinyLaDeDa().geometry(), model.geometry(), size)
+    task = StudentTask(
+        data, train_targets, val_targets, indices, cfg.alpha_distill, cfg.alpha_task, cfg.batch_size, device
+    )
+    info = {
+        "arch": model.arch,
+        "config": model.config(),
+        "parameters": model.num_parameters(),
+        "path": str(ckpt.path) if ckpt is not None and ckpt.path else None,
+        "published": bool(ckpt.published) if ckpt is not None else False,
+        "hash": teacher_hash(model)[:16],
+        "targets_cached": bool(train_targets.from_cache and val_targets.from_cache),
+    }
+    notes = [data.note] if data.note else []
+    return Prepared(data, task, info, device, notes)
+
+
+def _new_student(cfg: StudentTrainConfig | TwoStageTrainConfig) -> TinyLaDeDa:
+    torch.manual_seed(cfg.seed)
+    return TinyLaDeDa(preprocess=cfg.preprocess, pool=cfg.pool)
+
+
+def _load_student(path: str | Path, pool: Any) -> TinyLaDeDa:
+    return load_checkpoint(path, expected="TinyLaDeDa", pool=pool).model
+
+
+def _fit_kwargs(cfg: StudentTrainConfig | TwoStageTrainConfig, prep: Prepared, progress: bool, callback: Any) -> dict:
+    return {
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "resume": cfg.resume,
+        "device": prep.device,
+        "num_workers": cfg.num_workers,
+        "amp": cfg.amp,
+        "progress": progress,
+        "callback": callback,
+    }
+
+
+def train_student(
+    config: StudentTrainConfig | None = None,
+    *,
+    teacher: PatchDetector | Checkpoint | None = None,
+    data: TrainingData | None = None,
+    progress: bool = True,
+    callback: Any = None,
+) -> TrainResult:
+    """Single-stage distillation of the teacher into a fresh Tiny-LaDeDa (all layers train; Adam).
+
+    Args:
+        config: epochs (50), batch size (32), lr (1e-3), α's (0.5/0.5), data, teacher, output
+            (``weights/single_stage``), device, seed, resume — see :class:`StudentTrainConfig`.
+        teacher: an in-memory teacher (else ``config.teacher`` / :func:`get_teacher`).
+        data: already-decoded :class:`~ladeda_lib.distill.data.TrainingData`.
+        progress: progress bars and per-epoch summaries. callback: called with each epoch's history row.
+
+    Returns:
+        :class:`~ladeda_lib.distill.loop.TrainResult`; files ``OUTPUT/student_final.pt``, ``student_best.pt``,
+        ``epoch_NNN.pt``, ``log.json``, ``resume.pt``.
+    Introduced in notebook 04.
+    """
+    cfg = config or StudentTrainConfig()
+    prep = prepare_student_run(cfg, teacher, data, progress)
+    student = _new_student(cfg)
+    if cfg.init is not None:
+        student = _load_student(cfg.init, cfg.pool)
+        prep.notes.append(f"started from {cfg.init}")
+    metadata = {
+        "kind": "student",
+        "training": "single_stage",
+        "config": cfg.to_dict(),
+        "teacher": prep.teacher_info,
+        "data": prep.data.describe(),
+    }
+    stage = Stage("single", cfg.epochs, cfg.lr, weight_decay=cfg.weight_decay)
+    result = fit(
+        student,
+        [stage],
+        prep.task,
+        cfg.resolved_output(),
+        metadata=metadata,
+        **_fit_kwargs(cfg, prep, progress, callback),
+    )
+    result.notes[:0] = prep.notes
+    return result
+
+
+def resolve_two_stage_init(cfg: TwoStageTrainConfig) -> tuple[Path | None, str]:
+    """Where two-stage training starts: (path or None for "train a warm-up first", a sentence saying which)."""
+    if cfg.init is not None:
+        return Path(cfg.init), f"starting from --init {cfg.init}"
+    single = weights_dir() / "single_stage" / "student_final.pt"
+    if single.is_file():
+        return single, f"no --init given: starting from the single-stage student {single}"
+    for name in PUBLISHED_STUDENTS:
+        path = weights_dir() / name
+        if path.is_file():
+            return path, f"no --init given: starting from the published Tiny-LaDeDa {path}"
+    warm = cfg.resolved_output() / "warmup" / "student_final.pt"
+    if warm.is_file():
+        return warm, f"no --init given: reusing this run's earlier single-stage warm-up {warm}"
+    return None, (
+        f"no --init given and no student in {weights_dir()} (single_stage/student_final.pt or a published "
+        f"Tiny-LaDeDa): training a {cfg.warmup_epochs}-epoch single-stage warm-up first"
+    )
+
+
+def train_student_two_stage(
+    config: TwoStageTrainConfig | None = None,
+    *,
+    teacher: PatchDetector | Checkpoint | None = None,
+    data: TrainingData | None = None,
+    init_model: TinyLaDeDa | None = None,
+    progress: bool = True,
+    callback: Any = None,
+) -> TrainResult:
+    """Two-stage fine-tuning of an existing student (stage 1: fc only; stage 2: layer1 + fc).
+
+    Args:
+        config: see :class:`TwoStageTrainConfig` (epochs_s1 5, epochs_s2 20, batch size 16, lr 1e-3 / 1e-4).
+        teacher, data: as in :func:`train_student`.
+        init_model: an in-memory starting student (takes precedence over ``config.init``; copied, not changed).
+
+    Returns:
+        :class:`~ladeda_lib.distill.loop.TrainResult` (``notes`` says where it started); files
+        ``OUTPUT/student_final.pt``, ``student_best.pt``, ``stage1_epoch_NNN.pt``, ``stage2_epoch_NNN.pt``,
+        ``log.json``, ``resume.pt`` (and ``warmup/`` if a warm-up was needed).
+    Introduced in notebook 05.
+    """
+    cfg = config or TwoStageTrainConfig()
+    prep = prepare_student_run(cfg, teacher, data, progress)
+    kwargs = _fit_kwargs(cfg, prep, progress, callback)
+    if init_model is not None:
+        student = TinyLaDeDa(preprocess=init_model.preprocess.name, pool=cfg.pool)
+        student.load_state_dict(init_model.state_dict())
+        source = "starting from the student passed in memory"
+    else:
+        path, source = resolve_two_stage_init(cfg)
+        if progress:
+            print(source)
+        if path is None:
+            warm_stage = Stage("warmup", cfg.warmup_epochs, cfg.warmup_lr, weight_decay=cfg.weight_decay)
+            warm_meta = {"kind": "student", "training": "warmup", "config": cfg.to_dict(), "teacher": prep.teacher_info}
+            warm = fit(
+                _new_student(cfg),
+                [warm_stage],
+                prep.task,
+                cfg.resolved_output() / "warmup",
+                metadata=warm_meta,
+                **kwargs,
+            )
+            student = warm.model
+        else:
+            student = _load_student(path, cfg.pool)
+    prep.notes.append(source)
+    metadata = {
+        "kind": "student",
+        "training": "two_stage",
+        "init": source,
+        "config": cfg.to_dict(),
+        "teacher": prep.teacher_info,
+        "data": prep.data.describe(),
+    }
+    stages = [
+        Stage(
+            "stage1",
+            cfg.epochs_s1,
+            cfg.lr_s1,
+            frozen=STAGE1_FROZEN,
+            scheduler="plateau",
+            weight_decay=cfg.weight_decay,
+            plateau_factor=cfg.plateau_factor,
+            plateau_patience=cfg.plateau_patience,
+            checkpoint_prefix="stage1_",
+        ),
+        Stage(
+            "stage2",
+            cfg.epochs_s2,
+            cfg.lr_s2,
+            frozen=STAGE2_FROZEN,
+            scheduler="cosine",
+            weight_decay=cfg.weight_decay,
+            checkpoint_prefix="stage2_",
+        ),
+    ]
+    result = fit(student, stages, prep.task, cfg.resolved_output(), metadata=metadata, **kwargs)
+    result.notes[:0] = prep.notes
+    return result

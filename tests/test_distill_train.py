@@ -1,0 +1,212 @@
+"""The training loop on tiny synthetic data: which tensors each stage changes, resume, NaN guard, determinism."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ladeda_lib.checkpoints import load_checkpoint, save_checkpoint
+from ladeda_lib.data.layouts import DatasetIndex
+from ladeda_lib.data.tensors import ImageTensors
+from ladeda_lib.distill import (
+    StudentTrainConfig,
+    TeacherTrainConfig,
+    TrainingData,
+    TrainingDiverged,
+    TwoStageTrainConfig,
+    train_student,
+    train_student_two_stage,
+    train_teacher,
+)
+from ladeda_lib.distill import train as train_module
+from ladeda_lib.distill.train import resolve_two_stage_init
+from ladeda_lib.models import LaDeDa, TinyLaDeDa
+
+SIZE = 64  # small images: 30×30 student grid, 7×7 teacher grid
+
+
+def _tensors(n: int, seed: int) -> ImageTensors:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    smooth = torch.nn.functional.interpolate(torch.rand(n, 3, SIZE // 4, SIZE // 4, generator=g), size=SIZE)
+    checker = ((torch.arange(SIZE)[:, None] + torch.arange(SIZE)[None, :]) % 2).float()
+    images = smooth * 200 + labels[:, None, None, None] * checker * 40 + torch.rand(n, 3, SIZE, SIZE, generator=g) * 10
+    return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [])
+
+
+@pytest.fixture
+def data(tmp_path) -> TrainingData:
+    return TrainingData(DatasetIndex(tmp_path, "folder", []), _tensors(12, 0), _tensors(6, 1))
+
+
+@pytest.fixture
+def teacher() -> LaDeDa:
+    torch.manual_seed(0)
+    return LaDeDa(width=2)
+
+
+def _cfg(tmp_path: Path, name: str, **kw) -> StudentTrainConfig:
+    kw = {"epochs": 2, "batch_size": 4, **kw}
+    return StudentTrainConfig(output=tmp_path / name, cache_dir=tmp_path / "cache", **kw)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_single_stage_writes_files_and_leaves_teacher_untouched(tmp_path, data, teacher):
+    before = _state(teacher)
+    result = train_student(_cfg(tmp_path, "single"), teacher=teacher, data=data, progress=False)
+    assert _changed(before, _state(teacher)) == set()
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    out = tmp_path / "single"
+    for name in ("epoch_001.pt", "epoch_002.pt", "student_best.pt", "student_final.pt", "log.json"):
+        assert (out / name).is_file(), name
+    log = json.loads((out / "log.json").read_text())
+    assert log["status"] == "finished" and len(log["history"]) == 2
+    for key in ("train_distill", "train_task", "val_distill", "val_task", "val_accuracy", "val_ap", "val_auc"):
+        assert key in log["history"][0]
+    state = torch.load(out / "resume.pt", weights_only=True)
+    assert state["epochs_done"] == 2 and "optimizer" in state and "rng" in state
+    final = load_checkpoint(result.final_path, expected="TinyLaDeDa").model
+    assert _changed(_state(final), _state(result.model)) == set()
+    # the student's own BatchNorm momentum is restored after training (published 0.001 for the stem)
+    assert result.model.bn1.momentum == 0.001
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path, data, teacher):
+    a = train_student(_cfg(tmp_path, "a"), teacher=teacher, data=data, progress=False)
+    b = train_student(_cfg(tmp_path, "b"), teacher=teacher, data=data, progress=False)
+    c = train_student(_cfg(tmp_path, "c", seed=1), teacher=teacher, data=data, progress=False)
+    assert _changed(_state(a.model), _state(b.model)) == set()
+    assert a.history[-1]["val_loss"] == b.history[-1]["val_loss"]
+    assert _changed(_state(a.model), _state(c.model))
+
+
+def test_resume_continues_where_it_stopped(tmp_path, data, teacher):
+    whole = train_student(_cfg(tmp_path, "whole", epochs=3), teacher=teacher, data=data, progress=False)
+
+    def stop_after_first(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(tmp_path, "parts", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(cfg, teacher=teacher, data=data, progress=False, callback=stop_after_first)
+    assert not (tmp_path / "parts" / "student_final.pt").exists()
+    resumed = train_student(replace(cfg, resume=True), teacher=teacher, data=data, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _changed(_state(whole.model), _state(resumed.model)) == set()
+    assert [r["val_loss"] for r in whole.history] == [r["val_loss"] for r in resumed.history]
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, data, teacher, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train_module.distillation_loss
+
+    def loss_going_nan(*args, **kwargs):
+        calls["n"] += 1
+        terms = real_loss(*args, **kwargs)
+        if calls["n"] > 3:  # 3 training batches per epoch: the second epoch diverges
+            return terms._replace(total=terms.total * float("nan"))
+        return terms
+
+    monkeypatch.setattr(train_module, "distillation_loss", loss_going_nan)
+    cfg = _cfg(tmp_path, "nan", epochs=3)
+    with pytest.raises(TrainingDiverged, match="epoch_001.pt"):
+        train_student(cfg, teacher=teacher, data=data, progress=False)
+    out = tmp_path / "nan"
+    good = load_checkpoint(out / "epoch_001.pt")
+    assert all(torch.isfinite(v).all() for v in good.model.state_dict().values() if v.is_floating_point())
+    assert not (out / "epoch_002.pt").exists() and not (out / "student_final.pt").exists()
+    assert json.loads((out / "log.json").read_text())["status"] == "diverged"
+    assert torch.load(out / "resume.pt", weights_only=True)["epochs_done"] == 1
+
+
+def test_two_stage_changes_exactly_the_unfrozen_tensors(tmp_path, data, teacher):
+    torch.manual_seed(3)
+    init = TinyLaDeDa()
+    start = _state(init)
+    cfg = TwoStageTrainConfig(
+        output=tmp_path / "two", epochs_s1=1, epochs_s2=0, batch_size=4, cache_dir=tmp_path / "cache"
+    )
+    stage1 = train_student_two_stage(cfg, teacher=teacher, data=data, init_model=init, progress=False)
+    assert _changed(start, _state(init)) == set()  # the starting model passed in is copied, not trained
+    assert _changed(start, _state(stage1.model)) == {"fc.weight", "fc.bias"}
+
+    after1 = _state(stage1.model)
+    cfg2 = replace(cfg, output=tmp_path / "two2", epochs_s1=0, epochs_s2=1)
+    stage2 = train_student_two_stage(cfg2, teacher=teacher, data=data, init_model=stage1.model, progress=False)
+    changed = _changed(after1, _state(stage2.model))
+    layer1 = {k for k in after1 if k.startswith("layer1.")}
+    assert changed == layer1 | {"fc.weight", "fc.bias"}
+    assert {"layer1.0.bn1.running_mean", "layer1.0.bn2.running_var", "layer1.0.bn1.num_batches_tracked"} <= changed
+    assert not changed & {k for k in after1 if k.split(".")[0] in {"conv1", "conv2", "bn1"}}
+    assert [r["stage"] for r in stage1.history] == ["stage1"] and [r["stage"] for r in stage2.history] == ["stage2"]
+
+
+def test_two_stage_default_init_is_announced(tmp_path, monkeypatch):
+    monkeypatch.setenv("LADEDA_HOME", str(tmp_path))
+    cfg = TwoStageTrainConfig(output=tmp_path / "two")
+    path, message = resolve_two_stage_init(cfg)
+    assert path is None and "warm-up" in message
+    single = tmp_path / "weights" / "single_stage" / "student_final.pt"
+    save_checkpoint(TinyLaDeDa(), single)
+    path, message = resolve_two_stage_init(cfg)
+    assert path == single and "single-stage student" in message
+    path, message = resolve_two_stage_init(replace(cfg, init="x.pt"))
+    assert path == Path("x.pt") and "--init" in message
+
+
+def test_two_stage_warmup_when_no_student(tmp_path, data, teacher, monkeypatch):
+    monkeypatch.setenv("LADEDA_HOME", str(tmp_path))
+    cfg = TwoStageTrainConfig(
+        output=tmp_path / "two", epochs_s1=1, epochs_s2=1, warmup_epochs=1, batch_size=4, cache_dir=tmp_path / "c"
+    )
+    result = train_student_two_stage(cfg, teacher=teacher, data=data, progress=False)
+    assert (tmp_path / "two" / "warmup" / "student_final.pt").is_file()
+    assert any("warm-up" in note for note in result.notes)
+    assert [r["stage"] for r in result.history] == ["stage1", "stage2"]
+    assert (tmp_path / "two" / "stage1_epoch_001.pt").is_file() and (tmp_path / "two" / "stage2_epoch_002.pt").is_file()
+
+
+def test_train_teacher_saves_a_loadable_compact_teacher(tmp_path, data):
+    cfg = TeacherTrainConfig(output=tmp_path / "teacher.pt", width=2, epochs=1, batch_size=4, crop_size=32)
+    ckpt = train_teacher(cfg, data=data, progress=False)
+    assert ckpt.arch == "LaDeDa" and ckpt.config["width"] == 2
+    assert not ckpt.model.training and all(not p.requires_grad for p in ckpt.model.parameters())
+    assert (tmp_path / "teacher_run" / "log.json").is_file()
+    assert len(ckpt.metadata["history"]) == 1
+
+
+def test_two_stage_resume_inside_stage_two_matches_uninterrupted(tmp_path, data, teacher):
+    torch.manual_seed(4)
+    init = TinyLaDeDa()
+    cfg = TwoStageTrainConfig(
+        output=tmp_path / "whole", epochs_s1=1, epochs_s2=2, batch_size=4, cache_dir=tmp_path / "cache"
+    )
+    whole = train_student_two_stage(cfg, teacher=teacher, data=data, init_model=init, progress=False)
+
+    def stop_in_stage_two(row):
+        if row["stage"] == "stage2":
+            raise KeyboardInterrupt
+
+    parts = replace(cfg, output=tmp_path / "parts")
+    with pytest.raises(KeyboardInterrupt):
+        train_student_two_stage(
+            parts, teacher=teacher, data=data, init_model=init, progress=False, callback=stop_in_stage_two
+        )
+    state = torch.load(tmp_path / "parts" / "resume.pt", weights_only=True)
+    assert (state["stage_index"], state["epochs_done"]) == (1, 1) and state["scheduler"] is not None
+    resumed = train_student_two_stage(
+        replace(parts, resume=True), teacher=teacher, data=data, init_model=init, progress=False
+    )
+    assert [r["stage"] for r in resumed.history] == ["stage1", "stage2", "stage2"]
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in whole.history]
+    assert _changed(_state(whole.model), _state(resumed.model)) == set()
