@@ -217,4 +217,3 @@ def upsample_patch_map(
     if out_hw is not None and tuple(out_hw) != (input_size, input_size):
         out = torch.nn.functional.interpolate(out, size=tuple(out_hw), mode="bilinear", align_corners=False)
     return out[0, 0] if squeeze else out
-

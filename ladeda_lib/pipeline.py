@@ -165,11 +165,17 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         if _fresh(path, cfg):
             _clear(out / "teacher_compact_run")
             tcfg = TeacherTrainConfig(
-                output=path, width=cfg.teacher_width, epochs=cfg.teacher_epochs, seed=cfg.seed, device=cfg.device,
+                output=path,
+                width=cfg.teacher_width,
+                epochs=cfg.teacher_epochs,
+                seed=cfg.seed,
+                device=cfg.device,
                 cache_dir=cache,
             )
             ckpt = train_teacher(tcfg, data=training, progress=cfg.progress)
-            run.notes.append(f"teacher: compact LaDeDa (width {cfg.teacher_width}) trained for {cfg.teacher_epochs} epoch(s)")
+            run.notes.append(
+                f"teacher: compact LaDeDa (width {cfg.teacher_width}) trained for {cfg.teacher_epochs} epoch(s)"
+            )
         else:
             ckpt = load_checkpoint(path, expected="LaDeDa")
             run.notes.append(f"teacher: compact LaDeDa reused from {path}")
@@ -186,8 +192,13 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         if _fresh(final, cfg):
             _clear(folder)
             scfg = StudentTrainConfig(
-                output=folder, teacher=teacher.path, epochs=cfg.student_epochs, batch_size=cfg.student_batch_size,
-                seed=cfg.seed, device=cfg.device, cache_dir=cache,
+                output=folder,
+                teacher=teacher.path,
+                epochs=cfg.student_epochs,
+                batch_size=cfg.student_batch_size,
+                seed=cfg.seed,
+                device=cfg.device,
+                cache_dir=cache,
             )
             train_student(scfg, teacher=teacher, data=training, progress=cfg.progress)
         return final
@@ -201,8 +212,14 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         if _fresh(final, cfg) or final.stat().st_mtime < artifacts["single_stage"].stat().st_mtime:
             _clear(folder)
             tcfg = TwoStageTrainConfig(
-                output=folder, teacher=teacher.path, init=artifacts["single_stage"], epochs_s1=cfg.epochs_s1,
-                epochs_s2=cfg.epochs_s2, batch_size=cfg.two_stage_batch_size, seed=cfg.seed, device=cfg.device,
+                output=folder,
+                teacher=teacher.path,
+                init=artifacts["single_stage"],
+                epochs_s1=cfg.epochs_s1,
+                epochs_s2=cfg.epochs_s2,
+                batch_size=cfg.two_stage_batch_size,
+                seed=cfg.seed,
+                device=cfg.device,
                 cache_dir=cache,
             )
             train_student_two_stage(tcfg, teacher=teacher, data=training, progress=cfg.progress)
@@ -241,8 +258,14 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         )
         student = load_checkpoint(student_path).model
         result = export_model(
-            student, folder / "student.tflite", quantization=cfg.quantization, calibration=calibration,
-            eval_images=eval_images, eval_labels=eval_labels, latency_runs=cfg.latency_runs, progress=cfg.progress,
+            student,
+            folder / "student.tflite",
+            quantization=cfg.quantization,
+            calibration=calibration,
+            eval_images=eval_images,
+            eval_labels=eval_labels,
+            latency_runs=cfg.latency_runs,
+            progress=cfg.progress,
         )
         _say(cfg, result.report.to_markdown())
         if not result.report.passed:
@@ -376,7 +399,9 @@ def write_report(
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     groups = list(next(iter(metrics.values()))["groups"])
-    ap_table: dict[str, dict[str, float]] = {name: {g: m["groups"][g]["ap"] for g in groups} for name, m in metrics.items()}
+    ap_table: dict[str, dict[str, float]] = {
+        name: {g: m["groups"][g]["ap"] for g in groups} for name, m in metrics.items()
+    }
     for name, per_group in exported.items():
         ap_table[name] = {g: per_group[g]["ap"] for g in groups if g in per_group}
     acc_table = {name: {g: m["groups"][g]["accuracy"] for g in groups} for name, m in metrics.items()}
@@ -472,7 +497,11 @@ def _json_safe(value: Any) -> Any:
 
 def _run_cli(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
-        data=args.data, output=args.output, force=args.force, seed=args.seed, device=args.device,
+        data=args.data,
+        output=args.output,
+        force=args.force,
+        seed=args.seed,
+        device=args.device,
         quantization=args.quantization,
     )
     try:
@@ -490,13 +519,20 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="data → teacher → students → evaluation → verified TFLite exports, with a report",
         description="Run the whole LaDeDa → Tiny-LaDeDa path and write OUTPUT/report.md. Finished stages are reused.",
     )
-    p.add_argument("--data", type=Path, default=None, help="dataset root (WildRF layout, class folder or CSV); default: the toy set")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset root (WildRF layout, class folder or CSV); default: the toy set",
+    )
     p.add_argument("--output", type=Path, default=None, help="output folder (default: runs/pipeline)")
     p.add_argument("--force", action="store_true", help="rebuild every stage instead of reusing artifacts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     p.add_argument(
-        "--quantization", default="all", choices=("none", "float16", "dynamic_range", "int8", "all"),
+        "--quantization",
+        default="all",
+        choices=("none", "float16", "dynamic_range", "int8", "all"),
         help="which TFLite files to produce (default: all)",
     )
     p.set_defaults(func=_run_cli)

@@ -12,8 +12,16 @@ TINY_TOY = ToyConfig(train_per_class=8, val_per_class=4, test_per_class=4, min_s
 
 def tiny(tmp_path, **overrides):
     settings = dict(
-        output=tmp_path / "run", teacher_width=4, teacher_epochs=1, student_epochs=1, epochs_s1=1, epochs_s2=1,
-        quantization="dynamic_range", calibration_count=4, latency_runs=2, progress=False,
+        output=tmp_path / "run",
+        teacher_width=4,
+        teacher_epochs=1,
+        student_epochs=1,
+        epochs_s1=1,
+        epochs_s2=1,
+        quantization="dynamic_range",
+        calibration_count=4,
+        latency_runs=2,
+        progress=False,
     )
     settings.update(overrides)
     return PipelineConfig(**settings)
@@ -25,12 +33,23 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path):
     result = run_pipeline(tiny(tmp_path, data=data))
     out = tmp_path / "run"
     report = result.report.read_text()
-    for heading in ("average precision per split and platform", "Accuracy at threshold 0.5", "parity, size and latency", "Stage timings"):
+    for heading in (
+        "average precision per split and platform",
+        "Accuracy at threshold 0.5",
+        "parity, size and latency",
+        "Stage timings",
+    ):
         assert heading in report
     for name in ("teacher", "single-stage student", "two-stage student", "student.tflite"):
         assert f"| {name} |" in report
-    for path in ("teacher_compact.pt", "single_stage/student_final.pt", "two_stage/student_final.pt",
-                 "export/student.onnx", "export/student.tflite", "figures/ap_per_platform.png"):
+    for path in (
+        "teacher_compact.pt",
+        "single_stage/student_final.pt",
+        "two_stage/student_final.pt",
+        "export/student.onnx",
+        "export/student.tflite",
+        "figures/ap_per_platform.png",
+    ):
         assert (out / path).is_file(), path
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"teacher", "single-stage student", "two-stage student"}
@@ -38,7 +57,10 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path):
     assert 0.0 <= metrics["exported"]["student.tflite"]["test"]["ap"] <= 1.0
 
     # A second run reuses every trained model and export instead of rebuilding them.
-    stamps = {p: (out / p).stat().st_mtime_ns for p in ("teacher_compact.pt", "two_stage/student_final.pt", "export/student.tflite")}
+    stamps = {
+        p: (out / p).stat().st_mtime_ns
+        for p in ("teacher_compact.pt", "two_stage/student_final.pt", "export/student.tflite")
+    }
     again = run_pipeline(tiny(tmp_path, data=data))
     assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
     assert any("reused" in note for note in again.notes)

@@ -12,7 +12,10 @@ from ladeda_lib.models.teacher import LaDeDa
 def describe(width: int = 64, input_size: int = INPUT_GEOMETRY.image_size) -> list[dict[str, object]]:
     """One row per model: name, parameters, patch grid, receptive field, stride, offset."""
     rows = []
-    for name, model in (("LaDeDa teacher (width %d)" % width, LaDeDa(width=width)), ("Tiny-LaDeDa student", TinyLaDeDa())):
+    for name, model in (
+        (f"LaDeDa teacher (width {width})", LaDeDa(width=width)),
+        ("Tiny-LaDeDa student", TinyLaDeDa()),
+    ):
         g = model.geometry()
         rows.append(
             {
