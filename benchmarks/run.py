@@ -28,23 +28,13 @@ import bench_inference  # noqa: E402
 import bench_training  # noqa: E402
 
 from ladeda_lib.models import LaDeDa  # noqa: E402
+from ladeda_lib.pipeline import describe_machine  # noqa: E402
 
 
 def machine() -> str:
-    """CPU model, visible cores, threads and library versions."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The pipeline's machine description plus the load average when the run starts."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}; {os.cpu_count()} cores visible; torch {torch.__version__} with {torch.get_num_threads()} threads; "
-        f"Python {platform.python_version()}; load average at start {load:.2f}"
-    )
+    return f"{describe_machine()}; Python {platform.python_version()}; load average at start {load:.2f}"
 
 
 def teacher_forward(widths: tuple[int, ...] = (16, 64), repeats: int = 10) -> str:

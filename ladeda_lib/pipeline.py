@@ -324,7 +324,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _machine() -> str:
+def describe_machine() -> str:
+    """CPU model, visible cores, torch version and thread count (for reports and benchmarks)."""
     import os
 
     cpu = platform.processor() or platform.machine()
@@ -418,7 +419,7 @@ def write_report(
     lines = [
         "# ladeda pipeline report",
         "",
-        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `ladeda pipeline` on {_machine()}.",
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `ladeda pipeline` on {describe_machine()}.",
         f"Every number below was measured in this run. Total time: {sum(timings.values()):.0f} s.",
         "",
         "## Data",
