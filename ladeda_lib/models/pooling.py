@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-#: Default K for teacher and student alike: the top 10 % of patches (96 of 961 teacher patches,
+#: Default K for teacher and student alike: the top 10 % of patches (97 of 961 teacher patches,
 #: 1,588 of 15,876 student patches at 256×256).
 DEFAULT_TOPK: float = 0.1
 
