@@ -21,6 +21,7 @@ from ladeda_lib.distill import (
     train_teacher,
 )
 from ladeda_lib.distill import train as train_module
+from ladeda_lib.distill.targets import teacher_hash
 from ladeda_lib.distill.train import resolve_two_stage_init
 from ladeda_lib.models import LaDeDa, TinyLaDeDa
 
@@ -139,6 +140,8 @@ def test_two_stage_changes_exactly_the_unfrozen_tensors(tmp_path, data, teacher)
     stage1 = train_student_two_stage(cfg, teacher=teacher, data=data, init_model=init, progress=False)
     assert _changed(start, _state(init)) == set()  # the starting model passed in is copied, not trained
     assert _changed(start, _state(stage1.model)) == {"fc.weight", "fc.bias"}
+    meta = json.loads(stage1.log_path.read_text())["metadata"]
+    assert meta["init_path"] is None and meta["init_hash"] == teacher_hash(init)[:16]
 
     after1 = _state(stage1.model)
     cfg2 = replace(cfg, output=tmp_path / "two2", epochs_s1=0, epochs_s2=1)
@@ -170,7 +173,11 @@ def test_two_stage_warmup_when_no_student(tmp_path, data, teacher, monkeypatch):
         output=tmp_path / "two", epochs_s1=1, epochs_s2=1, warmup_epochs=1, batch_size=4, cache_dir=tmp_path / "c"
     )
     result = train_student_two_stage(cfg, teacher=teacher, data=data, progress=False)
-    assert (tmp_path / "two" / "warmup" / "student_final.pt").is_file()
+    warm = tmp_path / "two" / "warmup" / "student_final.pt"
+    assert warm.is_file()
+    meta = json.loads(result.log_path.read_text())["metadata"]
+    assert meta["init_path"] == str(warm)
+    assert meta["init_hash"] == teacher_hash(load_checkpoint(warm, expected="TinyLaDeDa").model)[:16]
     assert any("warm-up" in note for note in result.notes)
     assert [r["stage"] for r in result.history] == ["stage1", "stage2"]
     assert (tmp_path / "two" / "stage1_epoch_001.pt").is_file() and (tmp_path / "two" / "stage2_epoch_002.pt").is_file()
@@ -210,3 +217,34 @@ def test_two_stage_resume_inside_stage_two_matches_uninterrupted(tmp_path, data,
     assert [r["stage"] for r in resumed.history] == ["stage1", "stage2", "stage2"]
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in whole.history]
     assert _changed(_state(whole.model), _state(resumed.model)) == set()
+
+
+def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
+    from ladeda_lib.distill.train import calibrate_offset
+    from ladeda_lib.evaluation import binary_metrics, predict
+
+    torch.manual_seed(5)
+    model = TinyLaDeDa()
+    with torch.no_grad():
+        model.fc.bias.fill_(3.0)  # everything looks fake
+    before, _ = predict(model, data.train.images)
+    shift = calibrate_offset(model, data.train.images, data.train.labels)
+    after, _ = predict(model, data.train.images)
+    torch.testing.assert_close(after, before + shift, rtol=0, atol=1e-4)
+    assert binary_metrics(data.train.labels, after)["ap"] == binary_metrics(data.train.labels, before)["ap"]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert bce(after, data.train.labels.float()) < bce(before, data.train.labels.float())
+
+
+def test_training_calibrates_only_fc_bias_and_records_it(tmp_path, data, teacher):
+    plain = train_student(_cfg(tmp_path, "plain", calibrate=False), teacher=teacher, data=data, progress=False)
+    tuned = train_student(_cfg(tmp_path, "tuned"), teacher=teacher, data=data, progress=False)
+    assert "calibration" not in json.loads(plain.log_path.read_text())
+    log = json.loads(tuned.log_path.read_text())
+    shift = log["calibration"]["offset"]
+    assert _changed(_state(plain.model), _state(tuned.model)) <= {"fc.bias"}
+    torch.testing.assert_close(tuned.model.fc.bias, plain.model.fc.bias + shift)
+    saved = load_checkpoint(tuned.final_path, expected="TinyLaDeDa")
+    assert saved.metadata["calibration_offset"] == shift
+    torch.testing.assert_close(saved.model.fc.bias, tuned.model.fc.bias)
+    assert log["calibration"]["val_after"]["ap"] == pytest.approx(log["calibration"]["val_before"]["ap"])

@@ -43,6 +43,12 @@ def _student_flags(p: argparse.ArgumentParser, d: StudentTrainConfig | TwoStageT
     p.add_argument("--alpha-task", type=float, default=d.alpha_task, help="weight of the image BCE term")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--pool", default=d.pool, help="top-K pooling: fraction (0.1), count (8) or 'all' (mean)")
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="keep the trained decision offset (default: refit fc.bias on the training images after training)",
+    )
 
 
 def _config(cls: type, args: argparse.Namespace) -> Any:

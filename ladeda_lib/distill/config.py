@@ -88,6 +88,7 @@ class StudentTrainConfig(RunOptions):
     alpha_task: float = 0.5
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
+    calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"
@@ -120,6 +121,7 @@ class TwoStageTrainConfig(RunOptions):
     alpha_task: float = 0.5
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
+    calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "two_stage"
