@@ -391,6 +391,15 @@ def _heatmap_examples(index: Any, model_path: Path, folder: Path, count: int) ->
     return out
 
 
+def _setting(key: str, value: Any, data_root: Path, out: Path) -> str:
+    """A settings-table cell: defaults that were resolved at run time say what they resolved to."""
+    if value is None and key == "data":
+        return f"default: the toy dataset (`{data_root}`)"
+    if value is None and key == "output":
+        return f"default: `{out}`"
+    return str(value)
+
+
 def write_report(
     out: Path,
     cfg: PipelineConfig,
@@ -442,7 +451,7 @@ def write_report(
         "",
         "| setting | value |",
         "|---|---|",
-        *[f"| {k} | {v} |" for k, v in asdict(cfg).items() if k not in {"progress"}],
+        *[f"| {k} | {_setting(k, v, index.root, out)} |" for k, v in asdict(cfg).items() if k not in {"progress"}],
         "",
         "Notes: " + ("; ".join(notes) if notes else "none"),
         "",
