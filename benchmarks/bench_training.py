@@ -47,10 +47,16 @@ def _images(n: int, size: int = 256, seed: int = 0) -> ImageTensors:
     return ImageTensors(images, torch.arange(n) % 2, [])
 
 
-def bench_student_steps(n_steps: int = 12, batch_size: int = 32, warmup: int = 2) -> dict[str, Any]:
-    """Time the parts of a student training step: data, forward + loss, backward, optimizer step."""
+def bench_student_steps(
+    n_steps: int = 12, batch_size: int = 32, warmup: int = 2, channels_last: bool = True
+) -> dict[str, Any]:
+    """Time the parts of a student training step: data, forward + loss, backward, optimizer step.
+
+    ``channels_last`` as the training loop does by default (:func:`ladeda_lib.distill.fit`).
+    """
     torch.manual_seed(0)
-    model = TinyLaDeDa().train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = TinyLaDeDa().train().to(memory_format=layout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = _images(batch_size * 4)
     targets = torch.randn(len(data), 1, 31, 31)
@@ -60,7 +66,7 @@ def bench_student_steps(n_steps: int = 12, batch_size: int = 32, warmup: int = 2
     for step in range(warmup + n_steps):
         t0 = time.perf_counter()
         idx = torch.randperm(len(data), generator=g)[:batch_size]
-        x = normalize_uint8(data.images[idx])
+        x = normalize_uint8(data.images[idx].contiguous(memory_format=layout))
         y, t = data.labels[idx], targets[idx]
         t1 = time.perf_counter()
         logit, patches = model.forward_with_patches(x)
@@ -174,6 +180,7 @@ def run(threads: int = 2, n_images: int = 96, width: int = 16) -> dict[str, Any]
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
         "student_step": bench_student_steps(),
+        "student_step_contiguous": bench_student_steps(channels_last=False),
         "student_epoch": bench_student_epoch(n_images),
         "teacher_targets": bench_teacher_targets(width, min(n_images, 64)),
     }
@@ -189,8 +196,9 @@ def markdown_section(results: dict[str, Any]) -> str:
         f"{m['threads']} PyTorch threads on {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}; "
         f"1-minute load average at start {m['load_average_1min']:.1f}. `python benchmarks/bench_training.py`.",
         "",
-        f"**Student training step** (Tiny-LaDeDa, batch {s['batch_size']}, 256×256, distillation loss): "
-        f"**{s['images_per_s']:.1f} images/s**.",
+        f"**Student training step** (Tiny-LaDeDa, batch {s['batch_size']}, 256×256, distillation loss, "
+        f"channels-last as the training loop runs it): **{s['images_per_s']:.1f} images/s** "
+        f"(default contiguous layout: {results['student_step_contiguous']['images_per_s']:.1f} images/s).",
         "",
         "| part of a step | median ms | share |",
         "|---|---:|---:|",
