@@ -17,6 +17,7 @@ Introduced in notebook 05.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import warnings
@@ -68,6 +69,10 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
     }
 
 
+#: On the CPU, :func:`predict` runs at most this many images per forward pass (see its docstring).
+CPU_BATCH_LIMIT = 8
+
+
 @torch.no_grad()
 def predict(
     model: PatchDetector,
@@ -78,21 +83,26 @@ def predict(
     desc: str = "predict",
     keep_patches: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``model`` in eval mode on uint8 images (N, 3, S, S) → (logits (N,), patch logits (N, 1, h, w) or None)."""
+    """Run ``model`` in eval mode on uint8 images (N, 3, S, S) → (logits (N,), patch logits (N, 1, h, w) or None).
+
+    The forward passes run on a channels-last copy of the model, so the caller's model — its weights, memory
+    layout and train/eval flag — is left exactly as it was; on the CPU a pass holds at most
+    :data:`CPU_BATCH_LIMIT` images. Measured on the project's 2-core CPU (per image, 256×256): Tiny-LaDeDa
+    18 ms in default-layout batches of 32 against 1.9 ms in channels-last batches of 8; the compact teacher
+    112 ms against 32 ms. The outputs match the default layout to float rounding.
+    """
     from ladeda_lib.data.images import normalize_uint8
 
-    was_training = model.training
-    model.eval()
+    device = torch.device(device)
+    net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    step = min(batch_size, CPU_BATCH_LIMIT) if device.type == "cpu" else batch_size
     logits, patches = [], []
-    try:
-        for start in tqdm(range(0, images.shape[0], batch_size), desc=desc, unit="batch", disable=not progress):
-            x = normalize_uint8(images[start : start + batch_size].to(device))
-            logit, patch = model.forward_with_patches(x)
-            logits.append(logit.float().reshape(-1).cpu())
-            if keep_patches:
-                patches.append(patch.float().cpu())
-    finally:
-        model.train(was_training)
+    for start in tqdm(range(0, images.shape[0], step), desc=desc, unit="batch", disable=not progress):
+        x = normalize_uint8(images[start : start + step].to(device)).contiguous(memory_format=torch.channels_last)
+        logit, patch = net.forward_with_patches(x)
+        logits.append(logit.float().reshape(-1).cpu())
+        if keep_patches:
+            patches.append(patch.float().contiguous().cpu())
     return torch.cat(logits), (torch.cat(patches) if keep_patches else None)
 
 

@@ -104,3 +104,42 @@ def test_evaluate_cli(tiny_toy, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "test/twitter" in text and "mAP" in text
     assert out.is_file()
+
+
+def test_predict_matches_the_plain_forward_and_leaves_the_model_alone():
+    from ladeda_lib.data.images import normalize_uint8
+    from ladeda_lib.evaluation import CPU_BATCH_LIMIT, predict
+    from ladeda_lib.models import LaDeDa
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (CPU_BATCH_LIMIT + 3, 3, 64, 64), dtype=torch.uint8, generator=g)
+    for model in (TinyLaDeDa(), LaDeDa(width=2)):
+        model.train()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        logits, patches = predict(model, images, batch_size=32, keep_patches=True)
+        assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert model.conv1.weight.is_contiguous()  # the caller's layout is unchanged
+        with torch.no_grad():
+            ref_logit, ref_patches = model.eval().forward_with_patches(normalize_uint8(images))
+        torch.testing.assert_close(logits, ref_logit.reshape(-1), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(patches, ref_patches, rtol=1e-4, atol=1e-4)
+        assert patches.is_contiguous()
+
+
+def test_predict_caps_cpu_batches(monkeypatch):
+    from ladeda_lib import evaluation
+
+    seen = []
+    original = TinyLaDeDa.forward_with_patches
+
+    def spy(self, x):
+        seen.append(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(TinyLaDeDa, "forward_with_patches", spy)
+    images = torch.zeros(evaluation.CPU_BATCH_LIMIT * 2 + 1, 3, 32, 32, dtype=torch.uint8)
+    evaluation.predict(TinyLaDeDa(), images, batch_size=32)
+    assert seen == [evaluation.CPU_BATCH_LIMIT, evaluation.CPU_BATCH_LIMIT, 1]
+    seen.clear()
+    evaluation.predict(TinyLaDeDa(), images, batch_size=4)
+    assert seen == [4, 4, 4, 4, 1]

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ladeda_lib.checkpoints import Checkpoint, atomic_torch_save
-from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.models import PatchDetector
 
 _TARGETS_VERSION = 1
@@ -62,7 +60,6 @@ def teacher_hash(model: PatchDetector) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
 def teacher_outputs(
     teacher: PatchDetector,
     images: torch.Tensor,
@@ -73,22 +70,13 @@ def teacher_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a model in eval mode without gradients: uint8 (N, 3, S, S) → ((N, 1, h, w) patches, (N, 1) pooled).
 
-    The model's training flag is restored afterwards; its parameters and buffers are not touched.
+    Uses :func:`ladeda_lib.evaluation.predict` (a channels-last copy of the model, small CPU batches); the
+    model passed in — parameters, buffers, layout and training flag — is not touched.
     """
-    device = torch.device(device)
-    was_training = teacher.training
-    teacher.eval()
-    patches, pooled = [], []
-    try:
-        starts = range(0, images.shape[0], batch_size)
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
-            x = normalize_uint8(images[start : start + batch_size].to(device))
-            logit, patch = teacher.forward_with_patches(x)
-            patches.append(patch.float().cpu())
-            pooled.append(logit.float().cpu())
-    finally:
-        teacher.train(was_training)
-    return torch.cat(patches), torch.cat(pooled)
+    from ladeda_lib.evaluation import predict
+
+    pooled, patches = predict(teacher, images, batch_size, device, progress, desc=desc, keep_patches=True)
+    return patches, pooled.reshape(-1, 1)
 
 
 def compute_teacher_targets(
