@@ -192,6 +192,34 @@ def test_train_teacher_saves_a_loadable_compact_teacher(tmp_path, data):
     assert len(ckpt.metadata["history"]) == 1
 
 
+def _noise(n: int, seed: int) -> ImageTensors:
+    g = torch.Generator().manual_seed(seed)
+    return ImageTensors(
+        torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=g), torch.arange(n) % 2, []
+    )
+
+
+def test_train_teacher_keeps_the_best_validation_epoch(tmp_path):
+    # labels unrelated to the images: validation AP swings from epoch to epoch, so the best is not the last
+    data = TrainingData(DatasetIndex(tmp_path, "folder", []), _noise(12, 0), _noise(8, 1))
+    cfg = TeacherTrainConfig(output=tmp_path / "teacher.pt", width=2, epochs=4, batch_size=4, crop_size=32, lr=3e-2)
+    best = train_teacher(cfg, data=data, progress=False)
+    history = best.metadata["history"]
+    top = max(r["val_ap"] for r in history)
+    chosen = best.metadata["epoch"]
+    assert chosen != len(history)  # the situation the option exists for
+    assert history[chosen - 1]["val_ap"] == top and best.metadata["val"]["val_ap"] == top
+    run = tmp_path / "teacher_run"
+    expected = load_checkpoint(run / f"epoch_{chosen:03d}.pt", expected="LaDeDa").model.state_dict()
+    assert _changed(expected, best.model.state_dict()) == set()
+    last = train_teacher(replace(cfg, output=tmp_path / "last.pt", keep_best=False), data=data, progress=False)
+    # same seed, same run (everything but the timings)
+    assert [r["val_ap"] for r in last.metadata["history"]] == [r["val_ap"] for r in history]
+    assert last.metadata["epoch"] == 4
+    final = load_checkpoint(tmp_path / "last_run" / "epoch_004.pt", expected="LaDeDa").model.state_dict()
+    assert _changed(final, last.model.state_dict()) == set()
+
+
 def test_two_stage_resume_inside_stage_two_matches_uninterrupted(tmp_path, data, teacher):
     torch.manual_seed(4)
     init = TinyLaDeDa()

@@ -125,6 +125,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--crop-size", type=int, default=t.crop_size, help="random crop side (multiple of 8 fits the grid)")
     p.add_argument("--crops-per-image", type=int, default=t.crops_per_image, help="crops of each image per epoch")
+    p.add_argument(
+        "--keep-last",
+        dest="keep_best",
+        action="store_false",
+        help="save the last epoch (default: the epoch with the highest validation AP)",
+    )
     p.add_argument("--pool", default=t.pool, help="top-K pooling: fraction (0.1), count (8) or 'all' (mean)")
     p.set_defaults(func=_train_teacher)
 

@@ -64,6 +64,9 @@ class TeacherTrainConfig(RunOptions):
     # 10 % of patches get a gradient and the rest drift freely (real-image patch logits down to -150 on the
     # toy set); distilling such maps cost the student 30-50 AP points on toy val in our runs.
     pool: Any = "all"
+    # Save the epoch with the highest validation AP (ties: lower validation loss), not simply the last one:
+    # the AP of a short run swings by several points from epoch to epoch.
+    keep_best: bool = True
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "teacher_compact.pt"

@@ -134,20 +134,25 @@ def train_teacher(
     )
     seconds = time.perf_counter() - start
     last = result.history[-1] if result.history else {}
+    chosen, model = last, result.model
+    if cfg.keep_best and result.best_path is not None and result.best is not None:
+        chosen, model = result.best, load_checkpoint(result.best_path, expected="LaDeDa").model
     save_checkpoint(
-        result.model,
+        model,
         output,
         {
             **metadata,
             "train_seconds": seconds,
-            "val": {k: v for k, v in last.items() if k.startswith("val_")},
+            "epoch": chosen.get("epoch"),
+            "val": {k: v for k, v in chosen.items() if k.startswith("val_")},
             "history": result.history,
         },
     )
     if progress:
+        which = "the best validation AP" if cfg.keep_best else "the last"
         print(
-            f"teacher (width {cfg.width}, {teacher.num_parameters():,} parameters) saved to {output} "
-            f"after {seconds:.0f} s"
+            f"teacher (width {cfg.width}, {teacher.num_parameters():,} parameters; epoch {chosen.get('epoch')} of "
+            f"{len(result.history)}, {which}) saved to {output} after {seconds:.0f} s"
         )
     ckpt = load_checkpoint(output, expected="LaDeDa")
     ckpt.model.freeze()
