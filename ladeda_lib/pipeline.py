@@ -269,6 +269,8 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
             eval_images=eval_images,
             eval_labels=eval_labels,
             latency_runs=cfg.latency_runs,
+            # the thread count the report's header states, for every backend (LiteRT's default is fewer)
+            threads=torch.get_num_threads(),
             progress=cfg.progress,
         )
         _say(cfg, result.report.to_markdown())

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
 from ladeda_lib.pipeline import PipelineConfig, PipelineError, run_pipeline
@@ -28,9 +29,21 @@ def tiny(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path):
+def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
+    import ladeda_lib.export
+
+    export_calls = []
+    real_export = ladeda_lib.export.export_model
+
+    def recording_export(*args, **kwargs):
+        export_calls.append(kwargs)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(ladeda_lib.export, "export_model", recording_export)
     data = make_toy_dataset(tmp_path / "toy", seed=3, config=TINY_TOY, progress=False)
     result = run_pipeline(tiny(tmp_path, data=data))
+    # every backend is timed with the thread count the report states
+    assert [call["threads"] for call in export_calls] == [torch.get_num_threads()]
     out = tmp_path / "run"
     report = result.report.read_text()
     for heading in (
