@@ -35,3 +35,20 @@ def test_tolerances_dataclass():
     tol = Tolerances(threshold=0.8)
     assert tol.limits("float32") == (1e-4, None) and tol.limits("int8") == (None, 0.99)
     assert abs(tol.logit_threshold - 1.3862944) < 1e-6 and Tolerances().logit_threshold == 0
+
+
+def test_latency_is_the_quietest_blocks_median():
+    import time
+
+    from ladeda_lib.export import median_latency_ms
+
+    calls = {"n": 0}
+
+    def burst_then_quiet():  # warm-up 3 calls, then 15 slow calls (a burst of load), then 15 quick ones
+        calls["n"] += 1
+        time.sleep(0.02 if 3 < calls["n"] <= 18 else 0.002)
+
+    ms = median_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=3)
+    assert 2.0 <= ms < 10.0, ms  # the plain median of these 30 calls would be about 11 ms
+    calls["n"] = 0
+    assert median_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=1) > 10.0
