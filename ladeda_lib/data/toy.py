@@ -42,7 +42,7 @@ from ladeda_lib import paths
 
 PLATFORMS = ("reddit", "twitter", "facebook")
 #: Bumped whenever rendering changes, so ``ensure_toy_dataset`` regenerates stale copies.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,11 @@ class ToyConfig:
     min_side: int = 192
     max_side: int = 384
     partial_fraction: float = 0.25
-    checkerboard: float = 0.5  # unevenness of the transposed-convolution kernels
-    decoder_stages: int = 2  # ×2 upsampling stages of the generator (content at 1/2^stages resolution)
-    decoder_noise: float = 1.0  # injected (then convolved) noise, relative to the sensor noise level
+    decoder_stages: int = 3  # ×2 upsampling stages of the generator: periodic imprints at periods 2, 4, 8
+    trace_strength: float = 0.05  # relative gain (RMS) of each stage's imprint
+    min_noise_share: float = 0.1  # the generator's noise keeps at least this share of the sensor noise variance
+    match_quality: int = 92  # JPEG quality at which fakes' high-frequency energy is matched to photographs'
+    splice_feather: float = 8.0  # pixels over which a spliced region blends into the photograph
     platform_styles: dict[str, PlatformStyle] = field(default_factory=lambda: dict(PLATFORM_STYLES))
 
 
@@ -154,54 +156,88 @@ def _sensor(linear: np.ndarray, rng: np.random.Generator, gain: float, read: flo
     return np.clip(noisy, 0.0, 1.0) ** (1 / 2.2)
 
 
-def _decoder_kernel(rng: np.random.Generator, unevenness: float) -> np.ndarray:
-    """3×3 stride-2 transposed-convolution kernel: bilinear plus a random, uneven perturbation."""
-    k = np.outer([0.5, 1.0, 0.5], [0.5, 1.0, 0.5]).astype(np.float32)
-    return k * (1.0 + unevenness * rng.uniform(-1, 1, (3, 3)).astype(np.float32))
+def _phase_table(period: int, rng: np.random.Generator) -> np.ndarray:
+    """One upsampling stage's imprint: a zero-mean, unit-RMS gain per output phase, (period, period) float32.
 
-
-def _upsample2(x: np.ndarray, kernel: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """One decoder stage: stride-2 transposed convolution (zero insertion + 3×3 kernel) plus injected noise.
-
-    (h, w, 3) → (2h, 2w, 3). An uneven kernel gives each of the four output phases a different gain —
-    the checkerboard of deconvolution decoders.
+    A stride-2 transposed convolution with an uneven kernel gives each of its output phases its own gain;
+    seen from the final image, a stage ``s`` steps before the output repeats every ``2**s`` pixels.
     """
-    h, w, _ = x.shape
-    up = np.zeros((2 * h, 2 * w, 3), np.float32)
-    up[::2, ::2] = x
-    out = np.empty_like(up)
-    for c in range(3):
-        out[..., c] = ndimage.convolve(up[..., c], kernel, mode="mirror")
-    return out + noise[..., None]
+    t = rng.standard_normal((period, period)).astype(np.float32)
+    t -= t.mean()
+    return t / (float(np.sqrt((t * t).mean())) + 1e-8)
 
 
-def _generate(linear: np.ndarray, rng: np.random.Generator, cfg: ToyConfig, gain: float, read: float) -> np.ndarray:
+def _decoder_imprint(h: int, w: int, rng: np.random.Generator, cfg: ToyConfig) -> np.ndarray:
+    """The generator's local trace as a relative gain map (h, w) float32, zero mean.
+
+    The sum over ``cfg.decoder_stages`` upsampling stages of their phase tables (periods 2, 4, 8, ...),
+    tiled over the image with a random phase offset, each with strength ``cfg.trace_strength``. It is periodic and local — invisible in any global statistic.
+    """
+    out = np.zeros((h, w), np.float32)
+    for stage in range(cfg.decoder_stages):
+        period = 2 ** (stage + 1)
+        table = _phase_table(period, rng)
+        oy, ox = (int(v) for v in rng.integers(0, period, 2))
+        reps = (-(-(h + oy) // period), -(-(w + ox) // period))
+        out += cfg.trace_strength * np.tile(table, reps)[oy : oy + h, ox : ox + w]
+    return out
+
+
+_LAPLACE = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+_SOBEL = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], np.float32)
+
+
+def _hf_energy(gray: np.ndarray) -> float:
+    """High-frequency energy of a gray image (h, w): the mean of its Laplacian and Sobel-gradient variances."""
+    lap = ndimage.convolve(gray, _LAPLACE, mode="mirror").var() / 20.0
+    grad = (
+        ndimage.convolve(gray, _SOBEL, mode="mirror").var() + ndimage.convolve(gray, _SOBEL.T, mode="mirror").var()
+    ) / 24.0
+    return 0.5 * float(lap + grad)
+
+
+def _jpeg_roundtrip(display: np.ndarray, quality: int) -> np.ndarray:
+    """Encode a display-referred (h, w, 3) [0, 1] image as JPEG and decode it again: float32 gray [0, 255]."""
+    buf = BytesIO()
+    Image.fromarray(_to_uint8(display)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("L"), dtype=np.float32)
+
+
+def _generate(
+    linear: np.ndarray, rng: np.random.Generator, cfg: ToyConfig, gain: float, read: float, real: np.ndarray
+) -> np.ndarray:
     """Generator-like rendering of a scene: (h, w, 3) linear → display [0, 1].
 
-    The content exists only at 1/2^stages resolution (with noise that imitates the sensor's there);
-    ``stages`` transposed-convolution stages with uneven kernels double it back, each injecting noise
-    filtered by a 3×3 convolution; a last 3×3 convolution smooths.
+    The content is the scene itself (same optics, same colours, same sharpness as a photograph of it).
+    What differs is local: the decoder's periodic imprint multiplies the signal (:func:`_decoder_imprint`),
+    and the generator's noise replaces the sensor's. The generator's noise level is chosen so that the
+    fake's high-frequency energy equals that of ``real`` — the photograph of the same scene (display
+    [0, 1]) — after the light JPEG every platform applies: a periodic imprint survives JPEG better than
+    white noise does, so matching before compression would leave fakes measurably "sharper". Sharpness and
+    noise-level statistics of fakes therefore match those of photographs, while every 9×9 patch still
+    carries the periodic trace.
     """
-    h, w, _ = linear.shape
-    stages = cfg.decoder_stages
-    f = 2**stages
-    hh, hw = -(-h // f), -(-w // f)
-    pad = np.pad(linear, ((0, f * hh - h), (0, f * hw - w), (0, 0)), mode="edge")
-    x = pad.reshape(hh, f, hw, f, 3).mean(axis=(1, 3))
-    x = _sensor(x, rng, gain, read)  # "learned" noise lives at the generator's internal resolution
-    level = cfg.decoder_noise * float(np.sqrt(gain * 0.2 + read**2))
-    smooth = np.array([[0.05, 0.1, 0.05], [0.1, 0.4, 0.1], [0.05, 0.1, 0.05]], np.float32)
-    for _ in range(stages):
-        kernel = _decoder_kernel(rng, cfg.checkerboard)
-        n = rng.standard_normal((2 * x.shape[0], 2 * x.shape[1]), dtype=np.float32) * level
-        n = ndimage.convolve(n, smooth + 0.1 * rng.uniform(-1, 1, (3, 3)).astype(np.float32), mode="reflect")
-        x = _upsample2(x, kernel, n)
-    out = np.stack([ndimage.convolve(x[..., c], smooth, mode="mirror") for c in range(3)], axis=-1)
-    return np.clip(out[:h, :w], 0.0, 1.0)
+    imprint = _decoder_imprint(linear.shape[0], linear.shape[1], rng, cfg)
+    signal = linear * (1.0 + imprint[..., None])
+    noise = np.sqrt(gain * linear + read * read) * rng.standard_normal(linear.shape, dtype=np.float32)
+
+    def render(share: float) -> np.ndarray:
+        return np.clip(signal + np.sqrt(share) * noise, 0.0, 1.0) ** (1 / 2.2)
+
+    q = cfg.match_quality
+    target = _hf_energy(_jpeg_roundtrip(real, q))
+    without, full = _hf_energy(_jpeg_roundtrip(render(0.0), q)), _hf_energy(_jpeg_roundtrip(render(1.0), q))
+    # energies add: E(share) ≈ E(0) + share · (E(1) − E(0))
+    share = (target - without) / max(full - without, 1e-9)
+    return render(float(np.clip(share, cfg.min_noise_share, 2.0)))
 
 
-def _splice_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Soft mask (h, w) float32 in [0, 1]: an ellipse or rectangle covering ~10–35% of the image."""
+def _splice_mask(h: int, w: int, rng: np.random.Generator, feather: float = 8.0) -> np.ndarray:
+    """Soft mask (h, w) float32 in [0, 1]: an ellipse or rectangle covering ~10–35% of the image.
+
+    The edge is feathered over about ``feather`` pixels, so the blend leaves no visible seam.
+    """
     area = rng.uniform(0.10, 0.35) * h * w
     aspect = rng.uniform(0.6, 1.6)
     ry = np.sqrt(area / np.pi / aspect)
@@ -214,7 +250,7 @@ def _splice_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         d = np.sqrt(yy * yy + xx * xx)
     else:
         d = np.maximum(np.abs(yy), np.abs(xx))
-    edge = 3.0 / min(ry, rx)  # ~3 px feather
+    edge = feather / min(ry, rx)
     return np.clip((1.0 - d) / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
 
@@ -222,28 +258,47 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def render_toy_image(seed: int, label: int, partial: bool = False, cfg: ToyConfig | None = None) -> ToyRender:
-    """Render one toy image from its own seed: real (label 0), full fake, or partial (spliced) fake.
-
-    Returns a :class:`ToyRender` with uint8 (H, W, 3); H, W in ``[cfg.min_side, cfg.max_side]``.
-    """
-    cfg = cfg or ToyConfig()
+def _render_scene(seed: int, cfg: ToyConfig) -> tuple[np.ndarray, np.random.Generator, float, float]:
+    """The part of a render that real and fake share: size, scene, optics blur and sensor gains."""
     rng = np.random.default_rng(_item_seed(seed, "render"))
     h = int(rng.integers(cfg.min_side, cfg.max_side + 1))
     w = int(np.clip(h * rng.uniform(0.65, 1.5), cfg.min_side, cfg.max_side))
     linear = _scene(h, w, rng)
     sigma = rng.uniform(0.5, 0.9)
     linear = ndimage.gaussian_filter(linear, (sigma, sigma, 0))
-    gain, read = rng.uniform(0.001, 0.006), rng.uniform(0.002, 0.008)
+    gain, read = rng.uniform(0.004, 0.016), rng.uniform(0.002, 0.008)
+    return linear, rng, gain, read
+
+
+def render_toy_image(seed: int, label: int, partial: bool = False, cfg: ToyConfig | None = None) -> ToyRender:
+    """Render one toy image from its own seed: real (label 0), full fake, or partial (spliced) fake.
+
+    Returns a :class:`ToyRender` with uint8 (H, W, 3); H, W in ``[cfg.min_side, cfg.max_side]``. The
+    same seed gives the same scene for every label: ``render_toy_image(s, 0)`` and ``render_toy_image(s, 1)``
+    are a photograph and a generated image of one scene (see :func:`render_toy_pair`).
+    """
+    cfg = cfg or ToyConfig()
+    linear, rng, gain, read = _render_scene(seed, cfg)
+    real_rng = np.random.default_rng(_item_seed(seed, "sensor"))
+    real = _sensor(linear, real_rng, gain, read)
     if label == 0:
-        return ToyRender(_to_uint8(_sensor(linear, rng, gain, read)))
-    fake = _generate(linear, rng, cfg, gain, read)
+        return ToyRender(_to_uint8(real))
+    fake = _generate(linear, rng, cfg, gain, read, real)
     if not partial:
         return ToyRender(_to_uint8(fake))
-    real = _sensor(linear, rng, gain, read)
-    soft = _splice_mask(h, w, rng)[..., None]
+    h, w, _ = linear.shape
+    soft = _splice_mask(h, w, rng, cfg.splice_feather)[..., None]
     spliced = soft * fake + (1.0 - soft) * real
     return ToyRender(_to_uint8(spliced), source=_to_uint8(real), mask=soft[..., 0] >= 0.5)
+
+
+def render_toy_pair(seed: int, cfg: ToyConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A photograph and a generated image of the same scene: two uint8 (H, W, 3) arrays, for side-by-side figures.
+
+    Only the generation traces differ (the decoder's periodic imprint and the generator's noise); the
+    scene, optics and noise level are shared. Introduced in notebook 02.
+    """
+    return render_toy_image(seed, 0, cfg=cfg).image, render_toy_image(seed, 1, cfg=cfg).image
 
 
 def _reencode(image: np.ndarray, style: PlatformStyle, rng: np.random.Generator) -> tuple[bytes, float]:
