@@ -92,7 +92,16 @@ def save_checkpoint(model: PatchDetector, path: str | Path, metadata: dict[str, 
 
 
 def detect_arch(state_dict: dict[str, Any]) -> str | None:
-    """Recognise a state_dict's architecture from its keys: "LaDeDa", "TinyLaDeDa" or None."""
+    """Recognise a state_dict's architecture: "LaDeDa", "TinyLaDeDa" or None.
+
+    A published layout is matched exactly (keys and shapes) through :func:`ladeda_lib.registry.identify`;
+    other widths of the teacher are recognised from their keys.
+    """
+    from ladeda_lib.registry import identify
+
+    entry = identify(state_dict)
+    if entry is not None:
+        return entry.arch
     keys = set(state_dict)
     if "layer4.0.conv1.weight" in keys and "fc.weight" in keys:
         return "LaDeDa"

@@ -1,7 +1,13 @@
 """``ladeda pipeline``: the whole path in one command, with a report.
 
-data → teacher → teacher targets → single-stage student → two-stage student → evaluation per split and
-platform → export to every format with verification → ``OUTPUT/report.md`` with figures.
+data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
+baseline distillation has to beat) → two-stage student → evaluation per split and platform → export to
+every format with verification → ``OUTPUT/report.md`` with figures.
+
+The teacher: the published ``weights/WildRF_LaDeDa.pth`` if a user placed it there; else, on the default toy
+data, the compact teacher the project ships (see :mod:`ladeda_lib.registry`); on any other data, a compact
+teacher trained on that data. The report says which, and flags a teacher that is weaker than the
+label-only student at the top.
 
 Every stage writes its artifacts under the output folder (default ``runs/pipeline``) and is skipped on
 the next run when its artifact is there (``--force`` rebuilds). A failing stage stops the run with a
@@ -24,9 +30,18 @@ from typing import Any
 
 import torch
 
-from ladeda_lib.paths import project_root, weights_dir
+from ladeda_lib.paths import project_root
 
-STAGES = ("data", "teacher", "single-stage student", "two-stage student", "evaluation", "export", "report")
+STAGES = (
+    "data",
+    "teacher",
+    "single-stage student",
+    "label-only student",
+    "two-stage student",
+    "evaluation",
+    "export",
+    "report",
+)
 
 
 class PipelineError(RuntimeError):
@@ -47,8 +62,10 @@ class PipelineConfig:
     force: bool = False
     seed: int = 0
     device: str = "auto"
+    teacher: str = "auto"  # "auto": published, else the shipped toy teacher on the toy data; "train": always train
     teacher_width: int = 16
-    teacher_epochs: int = 5
+    teacher_epochs: int = 12
+    teacher_crops_per_image: int = 8
     student_epochs: int = 8
     student_batch_size: int = 32
     epochs_s1: int = 2
@@ -157,10 +174,19 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 2. teacher ---------------------------------------------------------------------------------------
     def teacher_stage():
-        published = weights_dir() / "WildRF_LaDeDa.pth"
-        if published.is_file():
-            run.notes.append(f"teacher: the published LaDeDa from {published}")
-            return load_checkpoint(published, expected="LaDeDa")
+        from ladeda_lib.registry import get_entry, published, shipped_teacher_fits
+
+        for entry in published("teacher"):
+            if entry.available():
+                run.notes.append(f"teacher: the published LaDeDa from {entry.path}")
+                return load_checkpoint(entry.path, expected="LaDeDa")
+        shipped = get_entry("toy-teacher")
+        if cfg.teacher == "auto" and shipped.available() and shipped_teacher_fits(cfg.data):
+            run.notes.append(
+                f"teacher: the compact LaDeDa the project ships for the default toy data ({shipped.path.name}; "
+                f"`{shipped.command}`)"
+            )
+            return load_checkpoint(shipped.path, expected="LaDeDa")
         path = out / "teacher_compact.pt"
         if _fresh(path, cfg):
             _clear(out / "teacher_compact_run")
@@ -168,17 +194,19 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
                 output=path,
                 width=cfg.teacher_width,
                 epochs=cfg.teacher_epochs,
+                crops_per_image=cfg.teacher_crops_per_image,
                 seed=cfg.seed,
                 device=cfg.device,
                 cache_dir=cache,
             )
             ckpt = train_teacher(tcfg, data=training, progress=cfg.progress)
             run.notes.append(
-                f"teacher: compact LaDeDa (width {cfg.teacher_width}) trained for {cfg.teacher_epochs} epoch(s)"
+                f"teacher: compact LaDeDa (width {cfg.teacher_width}) trained on this data for "
+                f"{cfg.teacher_epochs} epoch(s)"
             )
         else:
             ckpt = load_checkpoint(path, expected="LaDeDa")
-            run.notes.append(f"teacher: compact LaDeDa reused from {path}")
+            run.notes.append(f"teacher: compact LaDeDa trained on this data, reused from {path}")
         return ckpt
 
     teacher = run.stage("teacher", teacher_stage)
@@ -204,6 +232,27 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         return final
 
     artifacts["single_stage"] = run.stage("single-stage student", single_stage)
+
+    # 3b. the baseline: the same student, same epochs, labels only (no teacher) ---------------------------
+    def label_only_stage():
+        folder = out / "label_only"
+        final = folder / "student_final.pt"
+        if _fresh(final, cfg):
+            _clear(folder)
+            scfg = StudentTrainConfig(
+                output=folder,
+                epochs=cfg.student_epochs,
+                batch_size=cfg.student_batch_size,
+                alpha_distill=0.0,
+                alpha_task=1.0,
+                seed=cfg.seed,
+                device=cfg.device,
+                cache_dir=cache,
+            )
+            train_student(scfg, data=training, progress=cfg.progress)
+        return final
+
+    artifacts["label_only"] = run.stage("label-only student", label_only_stage)
 
     # 4. two-stage student -------------------------------------------------------------------------------
     def two_stage():
@@ -233,6 +282,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
         models = {
             "teacher": teacher.model,
+            "label-only student": load_checkpoint(artifacts["label_only"]).model,
             "single-stage student": load_checkpoint(artifacts["single_stage"]).model,
             "two-stage student": load_checkpoint(artifacts["two_stage"]).model,
         }
@@ -440,6 +490,7 @@ def write_report(
         f"Every number below was measured in this run. Total time: {sum(timings.values()):.0f} s.",
         "",
         *[f"**{note}**" for note in notes if note.startswith("verification FAILED")],
+        *_teacher_warnings(metrics),
         "",
         "## Data",
         "",
@@ -503,6 +554,23 @@ def write_report(
     return report
 
 
+def _teacher_warnings(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Bold lines for the top of the report when distillation did not pay: a teacher or distilled student
+    whose test mAP is below the label-only student's."""
+    base = metrics.get("label-only student", {}).get("mAP")
+    if base is None or (isinstance(base, float) and math.isnan(base)):
+        return []
+    lines = []
+    for name in ("teacher", "single-stage student", "two-stage student"):
+        value = metrics.get(name, {}).get("mAP")
+        if value is not None and not math.isnan(value) and value < base:
+            lines.append(
+                f"**Warning: the {name} (test mAP {value:.3f}) is weaker than the label-only student ({base:.3f}): "
+                f"{'distilling from it cannot help' if name == 'teacher' else 'distillation did not pay here'}.**"
+            )
+    return lines
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -523,6 +591,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         quantization=args.quantization,
+        teacher=args.teacher,
     )
     try:
         result = run_pipeline(cfg)
@@ -549,6 +618,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild every stage instead of reusing artifacts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    p.add_argument(
+        "--teacher",
+        default="auto",
+        choices=("auto", "train"),
+        help="auto: the published teacher if present, else the shipped toy teacher on the default toy data, else "
+        "train one on the data; train: always train a compact teacher on the data",
+    )
     p.add_argument(
         "--quantization",
         default="all",

@@ -63,3 +63,31 @@ def test_distill_gradient_reaches_only_aligned_positions():
 def test_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="patch maps"):
         distillation_loss(torch.zeros(2, 126, 126), torch.zeros(2, 1), torch.zeros(2, 1, 31, 31), torch.ones(2))
+
+
+def test_scaled_and_clipped_targets_hand_computed():
+    from ladeda_lib.distill.loss import scale_targets, target_scale
+
+    teacher = torch.zeros(1, 1, 31, 31)
+    teacher[0, 0, 0, 0], teacher[0, 0, 0, 1] = 30.0, -300.0
+    assert scale_targets(teacher, 10.0, clip=4.0)[0, 0, 0, :3].tolist() == [3.0, -4.0, 0.0]
+    assert target_scale(torch.tensor([[3.0, 4.0]])) == pytest.approx(math.sqrt(12.5))
+    student = torch.zeros(1, 1, 31, 31)  # already on the teacher grid
+    loss = distillation_loss(student, torch.zeros(1, 1), teacher, torch.ones(1), 1.0, 0.0, scale=10.0, clip=4.0)
+    # raw MSE would be (900 + 90000) / 961 = 94.6; scaled and clipped it is (9 + 16) / 961
+    assert loss.distill.item() == pytest.approx(25.0 / 961, rel=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        scale_targets(teacher, 0.0)
+
+
+def test_task_term_uses_only_labelled_images():
+    student = torch.zeros(3, 1, 31, 31)
+    teacher = torch.zeros(3, 1, 31, 31)
+    logits = torch.tensor([0.0, 2.0, -1.0])
+    labels = torch.tensor([1, 0, 0])
+    labelled = torch.tensor([False, True, True])
+    loss = distillation_loss(student, logits, teacher, labels, labelled=labelled)
+    expected = (math.log(1.0 + math.exp(2.0)) + math.log(1.0 + math.exp(-1.0))) / 2
+    assert loss.task.item() == pytest.approx(expected, rel=1e-6)
+    none = distillation_loss(student, logits, teacher, labels, labelled=torch.zeros(3, dtype=torch.bool))
+    assert none.task.item() == 0.0

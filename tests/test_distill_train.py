@@ -276,3 +276,16 @@ def test_training_calibrates_only_fc_bias_and_records_it(tmp_path, data, teacher
     assert saved.metadata["calibration_offset"] == shift
     torch.testing.assert_close(saved.model.fc.bias, tuned.model.fc.bias)
     assert log["calibration"]["val_after"]["ap"] == pytest.approx(log["calibration"]["val_before"]["ap"])
+
+
+def test_labelled_subset_is_stratified_and_deterministic():
+    from ladeda_lib.distill.data import labelled_subset
+
+    labels = torch.tensor([0] * 50 + [1] * 30)
+    keep = labelled_subset(labels, 0.2, seed=3)
+    assert int(keep[:50].sum()) == 10 and int(keep[50:].sum()) == 6
+    assert torch.equal(keep, labelled_subset(labels, 0.2, seed=3))
+    assert not torch.equal(keep, labelled_subset(labels, 0.2, seed=4))
+    assert bool(labelled_subset(labels, 1.0).all())
+    with pytest.raises(ValueError, match="label fraction"):
+        labelled_subset(labels, 0.0)

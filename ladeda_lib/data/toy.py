@@ -1,4 +1,4 @@
-"""An offline, WildRF-shaped toy dataset on which patch detectors genuinely learn.
+"""An offline, WildRF-shaped toy dataset that only a patch detector can solve.
 
 Every image is rendered from its own seed (derived from the dataset seed, split, platform, class and
 index), so the set is byte-identical for a given seed and any image can be re-rendered alone.
@@ -6,19 +6,22 @@ index), so the set is byte-identical for a given seed and any image can be re-re
 * **Real** — a camera-like picture: a dead-leaves scene (occluding discs, ellipses and rectangles whose
   sizes follow a power law) textured with 1/f noise and soft shading, blurred by the optics, then
   Poisson–Gaussian sensor noise added **per pixel** and gamma-encoded.
-* **Fake** — the same kind of scene passed through a generator-like decoder: the scene (and its noise)
-  exists only at 1/4 resolution; two stride-2 transposed convolutions with uneven kernels double it
-  twice (the classic checkerboard of deconvolution decoders, at periods 2 and 4 so that part of it
-  survives the resize to 256), each stage injecting a noise map filtered by a 3×3 convolution, and a
-  last 3×3 convolution smooths. These local upsampling traces
-  are what LaDeDa's 9×9 patches (after NPR) and Tiny-LaDeDa's diagonal filter pick up.
-* **Partial fakes** — about a quarter of the fakes are a real image with a generated region spliced in
-  (an ellipse or rectangle blended with a soft edge); ``masks/<same path>.png`` holds the region
-  (white = generated, the 0.5 level of the blend).
+* **Fake** — a scene from the *same* distribution, with the same optics, drawn by a generator whose
+  traces are local: each of its three ×2 upsampling stages leaves a periodic imprint (a gain per output
+  phase, repeating every 2, 4 and 8 pixels — the checkerboard of transposed-convolution decoders), and
+  its noise replaces the sensor's. The generator's noise level is set, image by image, so that the fake's
+  high-frequency energy after the platform's light JPEG equals that of a photograph of the same scene.
+  Colour, brightness, contrast, sharpness and noise level therefore match between the classes (the
+  shortcut check, :mod:`ladeda_lib.data.shortcut`, measures it): what gives a fake away is the periodic
+  structure inside every small patch, which is what LaDeDa's 9×9 patches and Tiny-LaDeDa's filters learn.
+  :func:`render_toy_pair` renders a photograph and a generated image of one scene, side by side.
+* **Partial fakes** — about a quarter of the fakes are a photograph with a generated region of the same
+  scene spliced in (an ellipse or rectangle blended over about 8 pixels, so no seam is visible);
+  ``masks/<same path>.png`` holds the region (white = generated, the 0.5 level of the blend).
 * **Platforms** — train, val and ``test/reddit`` are saved as light JPEG (quality 90–95, no rescale);
-  ``test/twitter`` is rescaled (×0.65–0.85) and saved at quality ≈75; ``test/facebook`` is downscaled
-  (×0.45–0.6) and saved at quality 60–70 — training on the reddit-like data and testing on the others
-  shows a cross-platform gap, as WildRF does.
+  ``test/twitter`` is rescaled (×0.7–0.85) and saved at quality 75–85; ``test/facebook`` is downscaled
+  (×0.5–0.65) and saved at quality 65–75 — rescaling and compression weaken the finest traces, so training
+  on the reddit-like data and testing on the others shows a cross-platform gap, as WildRF does.
 
 Introduced in notebook 02.
 """
@@ -56,8 +59,8 @@ class PlatformStyle:
 #: Platform styles; train and val use "reddit".
 PLATFORM_STYLES = {
     "reddit": PlatformStyle((1.0, 1.0), (90, 95)),
-    "twitter": PlatformStyle((0.65, 0.85), (72, 78)),
-    "facebook": PlatformStyle((0.45, 0.6), (60, 70)),
+    "twitter": PlatformStyle((0.7, 0.85), (75, 85)),
+    "facebook": PlatformStyle((0.5, 0.65), (65, 75)),
 }
 
 

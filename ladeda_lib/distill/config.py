@@ -89,6 +89,11 @@ class StudentTrainConfig(RunOptions):
     weight_decay: float = 0.0
     alpha_distill: float = 0.5
     alpha_task: float = 0.5
+    # Teacher patch logits are divided by target_scale (None = their root mean square over the training images)
+    # and clipped to ±target_clip before the MSE, so the two loss terms have the same size (see distill/loss.py).
+    target_scale: float | None = None
+    target_clip: float | None = 4.0
+    label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
     calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
@@ -122,6 +127,11 @@ class TwoStageTrainConfig(RunOptions):
     weight_decay: float = 0.0
     alpha_distill: float = 0.5
     alpha_task: float = 0.5
+    # Teacher patch logits are divided by target_scale (None = their root mean square over the training images)
+    # and clipped to ±target_clip before the MSE, so the two loss terms have the same size (see distill/loss.py).
+    target_scale: float | None = None
+    target_clip: float | None = 4.0
+    label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
     calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ladeda_lib.data.layouts import DatasetIndex, detect_dataset, holdout_split
 from ladeda_lib.data.tensors import ImageTensors, load_tensors
 from ladeda_lib.data.toy import ensure_toy_dataset
@@ -34,6 +36,26 @@ class TrainingData:
             "n_val": len(self.val),
             "note": self.note,
         }
+
+
+def labelled_subset(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Which training images keep their label when only ``fraction`` of them are labelled: (N,) long → (N,) bool.
+
+    Stratified (the same share of each class, at least one image per class when ``fraction`` > 0) and
+    deterministic for a ``seed``. ``fraction`` 1 keeps every label. Introduced in notebook 04.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must lie in (0, 1], got {fraction}")
+    labels = torch.as_tensor(labels).reshape(-1)
+    keep = torch.zeros(labels.numel(), dtype=torch.bool)
+    if fraction == 1.0:
+        return keep | True
+    generator = torch.Generator().manual_seed(seed)
+    for value in labels.unique().tolist():
+        members = (labels == value).nonzero().reshape(-1)
+        count = max(1, round(fraction * members.numel()))
+        keep[members[torch.randperm(members.numel(), generator=generator)[:count]]] = True
+    return keep
 
 
 def load_training_data(

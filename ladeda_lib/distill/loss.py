@@ -18,9 +18,23 @@ positions share the same convolution weights, so they learn too. Introduced in n
 
 The loss
 --------
-``total = α_distill · MSE(aligned student patches, teacher patches) + α_task · BCE(pooled student logit,
-label)``, α = 0.5 each by default. The MSE transfers *where* the teacher sees generation traces; the
-BCE keeps the pooled image score calibrated for the 0.5 threshold.
+``total = α_distill · MSE(aligned student patches, scaled teacher patches) + α_task · BCE(pooled student
+logit, label)``, α = 0.5 each by default.
+
+Why the teacher's patches are scaled first. A teacher trained with BCE on its pooled logit has patch logits
+of any size — tens of units on the toy set, thousands for some published checkpoints — so a raw MSE is
+tens to thousands while the BCE of a pooled logit is about 0.7: the first term swamps the second, the
+student spends its 1,297 parameters copying the teacher's *scale*, and the image-level answer is left to
+chance (our first runs measured MSE 26–37 against BCE 0.7). Dividing the teacher's patch logits by one
+number, ``target_scale`` — the root mean square of the teacher's patch logits over the training images —
+puts them on a unit scale: signs (the teacher's patch decisions) and ranking are kept, and both terms
+start at about 1. ``target_clip`` then caps the few extreme patches at ±clip (in those units), so a heavy
+tail cannot dominate the mean either. The student learns the teacher's map on that unit scale; its
+pooled logit is calibrated afterwards (:func:`~ladeda_lib.distill.train.calibrate_offset`).
+
+Label-scarce training. ``labelled`` marks which images of the batch have a label: the BCE term averages
+over those only, while the MSE term uses the teacher's maps for every image — the practical reason to
+distil: the teacher labels the data the people did not.
 """
 
 from __future__ import annotations
@@ -75,6 +89,26 @@ def infer_input_size(student_grid: int, teacher_grid: int) -> int:
     )
 
 
+def scale_targets(teacher_patches: torch.Tensor, scale: float = 1.0, clip: float | None = None) -> torch.Tensor:
+    """Teacher patch logits on the unit scale the MSE compares: ``clamp(t / scale, −clip, clip)`` (any shape).
+
+    ``scale`` must be positive; ``clip`` None leaves the tail as it is. Introduced in notebook 04.
+    """
+    if not scale > 0:
+        raise ValueError(f"target scale must be positive, got {scale}")
+    target = teacher_patches.float() / float(scale)
+    return target if clip is None else target.clamp(-float(clip), float(clip))
+
+
+def target_scale(teacher_patches: torch.Tensor) -> float:
+    """The root mean square of teacher patch logits (N, 1, h, w) → one float: the unit of :func:`scale_targets`.
+
+    Computed over the training images' cached targets, so every batch uses the same unit.
+    """
+    rms = float(teacher_patches.float().pow(2).mean().sqrt())
+    return rms if rms > 0 else 1.0
+
+
 def distillation_loss(
     student_patches: torch.Tensor,
     student_logit: torch.Tensor,
@@ -83,8 +117,11 @@ def distillation_loss(
     alpha_distill: float = 0.5,
     alpha_task: float = 0.5,
     indices: torch.Tensor | None = None,
+    scale: float = 1.0,
+    clip: float | None = None,
+    labelled: torch.Tensor | None = None,
 ) -> DistillLoss:
-    """α_distill·MSE(aligned student patches, teacher patches) + α_task·BCE-with-logits(student logit, label).
+    """α_distill·MSE(aligned student patches, scaled teacher patches) + α_task·BCE-with-logits(student logit, label).
 
     Args:
         student_patches: (B, 1, 126, 126) student patch logits (any grid; or already aligned (B, 1, 31, 31)).
@@ -94,6 +131,10 @@ def distillation_loss(
         alpha_distill, alpha_task: weights of the two terms.
         indices: student rows/columns aligned with the teacher grid (default: :func:`default_alignment`
             for the input size the two grids imply).
+        scale, clip: the teacher targets are ``clamp(teacher / scale, −clip, clip)`` (:func:`scale_targets`);
+            the defaults (1, None) compare raw logits.
+        labelled: (B,) bool, which images' labels the BCE may use (None = all). The BCE is the mean over
+            the labelled images, and 0 when the batch has none.
 
     Returns:
         :class:`DistillLoss` ``(total, distill, task)``; ``distill`` and ``task`` are the unweighted terms.
@@ -114,9 +155,14 @@ def distillation_loss(
         raise ValueError(
             f"aligned student patches {tuple(aligned.shape)} do not match teacher patches {tuple(teacher_patches.shape)}"
         )
-    target = teacher_patches.to(aligned.dtype)
-    distill = F.mse_loss(aligned.float(), target.float())
+    target = scale_targets(teacher_patches, scale, clip)
+    distill = F.mse_loss(aligned.float(), target)
     logit = student_logit.reshape(-1).float()
-    task = F.binary_cross_entropy_with_logits(logit, labels.reshape(-1).to(logit.dtype))
+    per_image = F.binary_cross_entropy_with_logits(logit, labels.reshape(-1).to(logit.dtype), reduction="none")
+    if labelled is None:
+        task = per_image.mean()
+    else:
+        mask = labelled.reshape(-1).to(per_image.device, torch.bool)
+        task = per_image[mask].mean() if bool(mask.any()) else per_image.sum() * 0.0
     total = alpha_distill * distill + alpha_task * task
     return DistillLoss(total, distill, task)

@@ -1,8 +1,9 @@
 """The teacher: the published LaDeDa when a user has it, else a compact LaDeDa trained here.
 
 :func:`get_teacher` looks, in order, for an explicit path, ``weights/WildRF_LaDeDa.pth`` (the published
-13.6 M-parameter teacher, loaded strictly), and ``weights/teacher_compact.pt``; if none exists it trains
-the compact teacher with :func:`train_teacher`. Whatever it returns is frozen (eval mode, no gradients).
+13.6 M-parameter teacher, loaded strictly), the compact teacher the project ships for its default toy data
+(see :mod:`ladeda_lib.registry`; only when the data is that toy set) and ``weights/teacher_compact.pt``; if
+none fits it trains the compact teacher with :func:`train_teacher`. Whatever it returns is frozen (eval mode, no gradients).
 
 :func:`train_teacher` trains ``LaDeDa(width=16)`` — the published layout and geometry (31×31 patches of
 9×9 pixels at 256×256) at a quarter of the width — with the paper's objective, binary cross-entropy on the
@@ -30,8 +31,8 @@ from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.models import LaDeDa, PatchDetector
 from ladeda_lib.paths import weights_dir
+from ladeda_lib.registry import PRETRAINED_DIR, get_entry, published, shipped_teacher_fits
 
-PUBLISHED_TEACHER = "WildRF_LaDeDa.pth"
 COMPACT_TEACHER = "teacher_compact.pt"
 
 
@@ -159,13 +160,20 @@ def train_teacher(
     return ckpt
 
 
-def default_teacher_path() -> Path | None:
-    """The teacher :func:`get_teacher` would load without arguments, or None if it must be trained."""
-    for name in (PUBLISHED_TEACHER, COMPACT_TEACHER):
-        path = weights_dir() / name
-        if path.is_file():
-            return path
-    return None
+def default_teacher_path(data: str | Path | None = None) -> Path | None:
+    """The teacher :func:`get_teacher` would load for ``data`` (None = the toy set), or None if it must be trained.
+
+    Order: the published ``weights/WildRF_LaDeDa.pth`` → the project's shipped toy teacher, but only for
+    the default toy dataset it was trained on (:mod:`ladeda_lib.registry`) → ``weights/teacher_compact.pt``.
+    """
+    for entry in published("teacher"):
+        if entry.available():
+            return entry.path
+    shipped = get_entry("toy-teacher")
+    if shipped.available() and shipped_teacher_fits(data):
+        return shipped.path
+    compact = weights_dir() / COMPACT_TEACHER
+    return compact if compact.is_file() else None
 
 
 def get_teacher(
@@ -177,26 +185,28 @@ def get_teacher(
 ) -> Checkpoint:
     """The frozen teacher for distillation, as a :class:`~ladeda_lib.checkpoints.Checkpoint`.
 
-    Order: ``teacher_path`` if given (must be a LaDeDa checkpoint; strict) → ``weights/WildRF_LaDeDa.pth``
-    (published, strict) → ``weights/teacher_compact.pt`` → train the compact teacher on ``data`` with
-    ``train_config`` (default :class:`TeacherTrainConfig`) and save it there. It says which on stdout when
-    ``progress`` is on. The returned model is in eval mode with ``requires_grad=False`` everywhere.
+    Order: ``teacher_path`` if given (must be a LaDeDa checkpoint; strict) → whatever
+    :func:`default_teacher_path` finds for ``data`` (published, shipped for the toy data, or
+    ``weights/teacher_compact.pt``) → train the compact teacher on ``data`` with ``train_config`` (default
+    :class:`TeacherTrainConfig`) and save it to ``weights/teacher_compact.pt``. It says which on stdout
+    when ``progress`` is on. The returned model is in eval mode with ``requires_grad=False`` everywhere.
     Introduced in notebook 01.
     """
     if teacher_path is not None:
         ckpt = load_checkpoint(teacher_path, expected="LaDeDa")
         source = f"teacher from {teacher_path}"
     else:
-        path = default_teacher_path()
+        path = default_teacher_path(data)
         if path is not None:
             ckpt = load_checkpoint(path, expected="LaDeDa")
-            source = f"{'published' if ckpt.published else 'compact'} teacher from {path}"
+            kind = "published" if ckpt.published else ("shipped toy" if path.parent == PRETRAINED_DIR else "compact")
+            source = f"{kind} teacher from {path}"
         else:
             cfg = train_config or TeacherTrainConfig()
             if cfg.data is None and data is not None:
                 cfg = replace(cfg, data=data)
             if progress:
-                print(f"no teacher in {weights_dir()}: training the compact teacher (width {cfg.width})")
+                print(f"no teacher for this data in {weights_dir()}: training the compact teacher (width {cfg.width})")
             ckpt = train_teacher(cfg, progress=progress)
             source = f"compact teacher trained now, saved to {ckpt.path}"
     ckpt.model.freeze()

@@ -31,18 +31,16 @@ from ladeda_lib.distill.config import (
     TwoStageTrainConfig,
     resolve_device,
 )
-from ladeda_lib.distill.data import TrainingData, load_training_data
+from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data
 from ladeda_lib.distill.loop import Stage, TrainResult, fit, write_log
-from ladeda_lib.distill.loss import distillation_loss
+from ladeda_lib.distill.loss import distillation_loss, target_scale
 from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets, teacher_hash
 from ladeda_lib.distill.teacher import get_teacher
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.geometry import align_indices
-from ladeda_lib.models import PatchDetector, TinyLaDeDa
+from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
 from ladeda_lib.paths import weights_dir
-
-#: Published students two-stage training may start from (looked up in weights/).
-PUBLISHED_STUDENTS = ("WildRF_Tiny_LaDeDa.pth", "ForenSynth_Tiny_LaDeDa.pth")
+from ladeda_lib.registry import published
 
 
 class StudentTask:
@@ -58,6 +56,9 @@ class StudentTask:
         alpha_task: float = 0.5,
         eval_batch_size: int = 32,
         device: torch.device | str = "cpu",
+        scale: float = 1.0,
+        clip: float | None = None,
+        labelled: torch.Tensor | None = None,
     ) -> None:
         if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
             raise ValueError("teacher targets and images differ in number; recompute the targets")
@@ -65,6 +66,11 @@ class StudentTask:
         self.val_images, self.val_labels, self.val_targets = data.val.images, data.val.labels, val_targets.patches
         self.indices = indices
         self.alpha_distill, self.alpha_task = alpha_distill, alpha_task
+        self.scale, self.clip = scale, clip
+        n = self.labels.shape[0]
+        self.labelled = torch.ones(n, dtype=torch.bool) if labelled is None else labelled.to(torch.bool)
+        if self.labelled.shape != (n,):
+            raise ValueError(f"labelled mask has shape {tuple(self.labelled.shape)}; expected ({n},)")
         self.eval_batch_size = eval_batch_size
         self.device = torch.device(device)
 
@@ -72,12 +78,26 @@ class StudentTask:
         return list(torch.randperm(self.images.shape[0], generator=generator).split(batch_size))
 
     def fetch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"images": self.images[idx], "labels": self.labels[idx], "teacher": self.targets[idx]}
+        return {
+            "images": self.images[idx],
+            "labels": self.labels[idx],
+            "teacher": self.targets[idx],
+            "labelled": self.labelled[idx],
+        }
 
     def loss(self, model: PatchDetector, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logit, patches = model.forward_with_patches(normalize_uint8(batch["images"]))
         terms = distillation_loss(
-            patches, logit, batch["teacher"], batch["labels"], self.alpha_distill, self.alpha_task, self.indices
+            patches,
+            logit,
+            batch["teacher"],
+            batch["labels"],
+            self.alpha_distill,
+            self.alpha_task,
+            self.indices,
+            self.scale,
+            self.clip,
+            batch["labelled"],
         )
         return {"loss": terms.total, "distill": terms.distill, "task": terms.task}
 
@@ -92,6 +112,8 @@ class StudentTask:
             self.alpha_distill,
             self.alpha_task,
             self.indices,
+            self.scale,
+            self.clip,
         )
         metrics = binary_metrics(self.val_labels, logits)
         return {
@@ -122,40 +144,72 @@ def prepare_student_run(
     """Decode the data, get the frozen teacher, compute (or load cached) teacher targets for train and val.
 
     ``teacher`` may be passed in memory (it is frozen: eval mode, no gradients, weights untouched);
-    otherwise :func:`~ladeda_lib.distill.teacher.get_teacher` resolves ``cfg.teacher``.
+    otherwise :func:`~ladeda_lib.distill.teacher.get_teacher` resolves ``cfg.teacher``. With
+    ``alpha_distill == 0`` (the labels-only baseline) no teacher is needed and none is loaded.
     """
     device = resolve_device(cfg.device)
     cache_dir = cfg.resolved_cache_dir()
     data = data or load_training_data(cfg.data, cache_dir, progress)
-    if teacher is None:
-        teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
-    ckpt = teacher if isinstance(teacher, Checkpoint) else None
-    model = teacher.model if isinstance(teacher, Checkpoint) else teacher
-    model.freeze()
-    teacher_device = next(model.parameters()).device
-    model.to(device)
-    try:
-        kwargs = {"cache_dir": cache_dir, "batch_size": cfg.batch_size, "device": device, "progress": progress}
-        train_targets = compute_teacher_targets(model, data.train, **kwargs)
-        val_targets = compute_teacher_targets(model, data.val, **kwargs)
-    finally:
-        model.to(teacher_device)
+    if cfg.alpha_distill == 0:
+        # Labels only: the teacher's maps would be multiplied by zero, so no teacher is loaded, trained or run.
+        model = LaDeDa(width=1)  # only its geometry is used (the 31×31 grid the loss aligns to)
+        grid = model.grid_size(data.train.images.shape[-1])
+        train_targets = _no_targets(len(data.train), grid)
+        val_targets = _no_targets(len(data.val), grid)
+        info: dict[str, Any] = {"arch": None, "labels_only": True}
+    else:
+        if teacher is None:
+            teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
+        ckpt = teacher if isinstance(teacher, Checkpoint) else None
+        model = teacher.model if isinstance(teacher, Checkpoint) else teacher
+        model.freeze()
+        teacher_device = next(model.parameters()).device
+        model.to(device)
+        try:
+            kwargs = {"cache_dir": cache_dir, "batch_size": cfg.batch_size, "device": device, "progress": progress}
+            train_targets = compute_teacher_targets(model, data.train, **kwargs)
+            val_targets = compute_teacher_targets(model, data.val, **kwargs)
+        finally:
+            model.to(teacher_device)
+        info = {
+            "arch": model.arch,
+            "config": model.config(),
+            "parameters": model.num_parameters(),
+            "path": str(ckpt.path) if ckpt is not None and ckpt.path else None,
+            "published": bool(ckpt.published) if ckpt is not None else False,
+            "hash": teacher_hash(model)[:16],
+            "targets_cached": bool(train_targets.from_cache and val_targets.from_cache),
+        }
     size = data.train.images.shape[-1]
     indices = align_indices(TinyLaDeDa().geometry(), model.geometry(), size)
+    scale = target_scale(train_targets.patches) if cfg.target_scale is None else float(cfg.target_scale)
+    labelled = labelled_subset(data.train.labels, cfg.label_fraction, cfg.seed)
     task = StudentTask(
-        data, train_targets, val_targets, indices, cfg.alpha_distill, cfg.alpha_task, cfg.batch_size, device
+        data,
+        train_targets,
+        val_targets,
+        indices,
+        cfg.alpha_distill,
+        cfg.alpha_task,
+        cfg.batch_size,
+        device,
+        scale=scale,
+        clip=cfg.target_clip,
+        labelled=labelled,
     )
-    info = {
-        "arch": model.arch,
-        "config": model.config(),
-        "parameters": model.num_parameters(),
-        "path": str(ckpt.path) if ckpt is not None and ckpt.path else None,
-        "published": bool(ckpt.published) if ckpt is not None else False,
-        "hash": teacher_hash(model)[:16],
-        "targets_cached": bool(train_targets.from_cache and val_targets.from_cache),
-    }
+    info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
+    if cfg.label_fraction < 1.0:
+        notes.append(
+            f"label fraction {cfg.label_fraction:g}: the BCE term sees the labels of {int(labelled.sum())} of "
+            f"{labelled.numel()} training images; the distillation term sees the teacher's maps of all of them"
+        )
     return Prepared(data, task, info, device, notes)
+
+
+def _no_targets(n: int, grid: int) -> TeacherTargets:
+    """Zero teacher maps (n, 1, grid, grid) for a labels-only run, where the distillation term has weight 0."""
+    return TeacherTargets(torch.zeros(n, 1, grid, grid), torch.zeros(n, 1), "", "")
 
 
 def calibrate_offset(
@@ -193,15 +247,18 @@ def _calibrate_outputs(result: TrainResult, prep: Prepared, cfg: StudentTrainCon
     if not cfg.calibrate:
         return
     data, device = prep.data, prep.device
+    # only the images whose labels training may use (all of them unless --label-fraction is below 1)
+    mask = prep.task.labelled
+    images, labels = data.train.images[mask], data.train.labels[mask]
     before = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    shift = calibrate_offset(result.model, data.train.images, data.train.labels, cfg.batch_size, device)
+    shift = calibrate_offset(result.model, images, labels, cfg.batch_size, device)
     after = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
     final = load_checkpoint(result.final_path)
     meta = {**final.metadata, "calibration_offset": shift, "val_after_calibration": after}
     save_checkpoint(result.model, result.final_path, meta)
     if result.best_path is not None:
         best = load_checkpoint(result.best_path, pool=cfg.pool)
-        best_shift = calibrate_offset(best.model, data.train.images, data.train.labels, cfg.batch_size, "cpu")
+        best_shift = calibrate_offset(best.model, images, labels, cfg.batch_size, "cpu")
         save_checkpoint(best.model, result.best_path, {**best.metadata, "calibration_offset": best_shift})
     note = (
         f"decision offset calibrated on the training images: fc.bias {shift:+.3f}; val accuracy "
@@ -292,8 +349,8 @@ def resolve_two_stage_init(cfg: TwoStageTrainConfig) -> tuple[Path | None, str]:
     single = weights_dir() / "single_stage" / "student_final.pt"
     if single.is_file():
         return single, f"no --init given: starting from the single-stage student {single}"
-    for name in PUBLISHED_STUDENTS:
-        path = weights_dir() / name
+    for entry in published("student"):
+        path = entry.path
         if path.is_file():
             return path, f"no --init given: starting from the published Tiny-LaDeDa {path}"
     warm = cfg.resolved_output() / "warmup" / "student_final.pt"

@@ -1,0 +1,201 @@
+"""Every weights file the project knows, with its pedigree: architecture, config, hash, recipe, metrics.
+
+Like torchvision's weight enums, one table answers "what is this file and where did it come from":
+
+* ``toy-teacher`` — a compact LaDeDa (width 16) trained by this project on the default toy dataset and
+  **shipped inside the package** (``ladeda_lib/pretrained/``). Its SHA-256, the exact command that
+  reproduces it and the metrics it reached are recorded here; a test checks both the hash and that it
+  still reaches its recorded validation AP. The notebooks and ``ladeda pipeline`` load it on the default
+  toy data instead of spending their time budget on teacher training; on any other dataset a teacher is
+  trained on that data.
+* ``WildRF_LaDeDa``, ``WildRF_Tiny_LaDeDa``, ``ForenSynth_Tiny_LaDeDa`` — the published checkpoints (bare
+  state_dicts, research licence, on external storage the project cannot reach). A user places them in
+  ``weights/``; the entries record the expected file name, the key/shape manifest that identifies the
+  layout, and what is known about their outputs.
+
+:func:`identify` recognises a bare state_dict by comparing its keys and shapes with the manifests (this
+replaces guessing from a few key names). Introduced in notebook 01.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladeda_lib.paths import weights_dir
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One known weights file.
+
+    ``source`` is ``"shipped"`` (inside the package, hash known) or ``"published"`` (the user places it in
+    ``weights/``). ``config`` is what :func:`ladeda_lib.checkpoints.build_model` needs; ``metrics`` are
+    measured numbers; ``data`` says what it was trained on; ``notes`` what is known about its outputs.
+    """
+
+    name: str
+    filename: str
+    arch: str
+    role: str  # "teacher" or "student"
+    source: str  # "shipped" or "published"
+    config: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+    command: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def path(self) -> Path:
+        """Where the file lives: in the package for shipped weights, in ``weights/`` for published ones."""
+        return (PRETRAINED_DIR if self.source == "shipped" else weights_dir()) / self.filename
+
+    def available(self) -> bool:
+        return self.path.is_file()
+
+    def manifest(self) -> dict[str, tuple[int, ...]]:
+        """``{state_dict key: shape}`` of this layout (built on the meta device: no memory, no weights)."""
+        return _manifest(self.arch, json.dumps(self.config, sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _manifest(arch: str, config_json: str) -> dict[str, tuple[int, ...]]:
+    from ladeda_lib.models import LaDeDa, TinyLaDeDa
+
+    cls = {"LaDeDa": LaDeDa, "TinyLaDeDa": TinyLaDeDa}[arch]
+    config = {k: v for k, v in json.loads(config_json).items() if k in ("width",)}
+    with torch.device("meta"):
+        model = cls(**config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+#: The toy dataset the shipped teacher was trained on (``ladeda make-toy-data`` defaults).
+TOY_DATA = {"generator": 2, "seed": 0, "config": "default"}
+
+REGISTRY: dict[str, WeightsEntry] = {
+    entry.name: entry
+    for entry in (
+        WeightsEntry(
+            name="toy-teacher",
+            filename="toy_teacher_w16.pt",
+            arch="LaDeDa",
+            role="teacher",
+            source="shipped",
+            config={"width": 16, "preprocess": "npr", "pool": "all"},
+            sha256="__TOY_TEACHER_SHA256__",
+            command="__TOY_TEACHER_COMMAND__",
+            data=TOY_DATA,
+            metrics={},  # filled from the training run below
+            notes="Compact teacher for the default toy data; mean-pooled patch logits of a few units.",
+        ),
+        WeightsEntry(
+            name="WildRF_LaDeDa",
+            filename="WildRF_LaDeDa.pth",
+            arch="LaDeDa",
+            role="teacher",
+            source="published",
+            config={"width": 64, "preprocess": "npr", "pool": "all"},
+            data={"dataset": "WildRF", "train_platform": "reddit"},
+            metrics={"paper_WildRF_mAP": 0.937},
+            notes="Published LaDeDa teacher (13,641,793 parameters), bare state_dict loaded strictly; mean pooling.",
+        ),
+        WeightsEntry(
+            name="WildRF_Tiny_LaDeDa",
+            filename="WildRF_Tiny_LaDeDa.pth",
+            arch="TinyLaDeDa",
+            role="student",
+            source="published",
+            config={"preprocess": "right_diag", "pool": "all"},
+            data={"dataset": "WildRF"},
+            notes=(
+                "Published Tiny-LaDeDa: pooled logits of a few units on photographs, but patch logits up to about "
+                "+-400 on the toy images (heavy tails: int8 needs the export's patch-logit clamp)."
+            ),
+        ),
+        WeightsEntry(
+            name="ForenSynth_Tiny_LaDeDa",
+            filename="ForenSynth_Tiny_LaDeDa.pth",
+            arch="TinyLaDeDa",
+            role="student",
+            source="published",
+            config={"preprocess": "right_diag", "pool": "all"},
+            data={"dataset": "ForenSynth (ProGAN)"},
+            notes=(
+                "Published Tiny-LaDeDa: bn1.running_var about 0.02, so every pooled logit on photographs is "
+                "positive (300 to 5,000): p(fake) = 1.00 for everything until it is calibrated (ladeda calibrate); "
+                "its ranking is good (AP about 0.93 over ten GANs)."
+            ),
+        ),
+    )
+}
+
+
+def get_entry(name: str) -> WeightsEntry:
+    """The registry entry called ``name`` (``ValueError`` listing the known names otherwise)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"no weights called {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def published(role: str) -> list[WeightsEntry]:
+    """The published entries of one role ("teacher" or "student"), in the order they are preferred."""
+    return [e for e in REGISTRY.values() if e.source == "published" and e.role == role]
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def identify(state_dict: dict[str, Any]) -> WeightsEntry | None:
+    """The published layout a bare state_dict has (same keys, same shapes), or None.
+
+    ``WildRF_Tiny_LaDeDa`` and ``ForenSynth_Tiny_LaDeDa`` share one layout; the first entry of that layout
+    is returned (its ``arch`` and ``config`` are what loading needs).
+    """
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
+    for entry in REGISTRY.values():
+        if entry.source == "published" and entry.manifest() == shapes:
+            return entry
+    return None
+
+
+def shipped_teacher_fits(data_root: str | Path | None) -> bool:
+    """True when ``data_root`` is the default toy dataset the shipped teacher was trained on.
+
+    None means the default data (the toy set). Any other folder qualifies only if its ``toy_config.json``
+    records the same generator version, seed and default configuration.
+    """
+    if data_root is None:
+        return True
+    from dataclasses import asdict
+
+    from ladeda_lib.data.toy import GENERATOR_VERSION, ToyConfig
+
+    manifest = Path(data_root) / "toy_config.json"
+    if not manifest.is_file():
+        return False
+    try:
+        stored = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps(asdict(ToyConfig())))
+    return (
+        stored.get("generator") == GENERATOR_VERSION == TOY_DATA["generator"]
+        and stored.get("seed") == TOY_DATA["seed"]
+        and stored.get("config") == expected
+    )

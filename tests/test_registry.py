@@ -1,0 +1,86 @@
+"""The weights registry: the shipped toy teacher (hash, recorded AP), published layouts, teacher resolution."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from ladeda_lib.checkpoints import detect_arch, load_checkpoint
+from ladeda_lib.data.toy import GENERATOR_VERSION, ToyConfig
+from ladeda_lib.models import LaDeDa, TinyLaDeDa
+from ladeda_lib.registry import REGISTRY, file_sha256, get_entry, identify, shipped_teacher_fits
+
+
+def test_every_entry_is_complete():
+    for entry in REGISTRY.values():
+        assert entry.arch in ("LaDeDa", "TinyLaDeDa") and entry.role in ("teacher", "student")
+        assert entry.source in ("shipped", "published") and entry.notes
+        if entry.source == "shipped":
+            assert entry.sha256 and len(entry.sha256) == 64 and entry.command.startswith("ladeda train-teacher")
+            assert "val_ap" in entry.metrics
+    with pytest.raises(ValueError, match="known: toy-teacher"):
+        get_entry("nope")
+
+
+def test_shipped_teacher_file_matches_its_hash_and_config():
+    entry = get_entry("toy-teacher")
+    assert entry.path.is_file(), f"{entry.path} is missing from the package"
+    assert file_sha256(entry.path) == entry.sha256
+    ckpt = load_checkpoint(entry.path, expected="LaDeDa")
+    assert {k: ckpt.config[k] for k in entry.config} == entry.config
+
+
+@pytest.mark.slow
+def test_shipped_teacher_reproduces_its_recorded_validation_ap(tmp_path):
+    from ladeda_lib.data import detect_dataset, make_toy_dataset
+    from ladeda_lib.data.tensors import load_tensors
+    from ladeda_lib.evaluation import binary_metrics, predict
+
+    entry = get_entry("toy-teacher")
+    # Only the validation split of the default toy set: every image is rendered from its own seed, so these
+    # are exactly the images the teacher was validated on.
+    cfg = ToyConfig(train_per_class=0, test_per_class=0, platforms=())
+    root = make_toy_dataset(tmp_path / "toy", seed=0, config=cfg, progress=False)
+    val = load_tensors(detect_dataset(root, warn=False).select(split="val"), progress=False)
+    logits, _ = predict(load_checkpoint(entry.path).model, val.images, 16, "cpu")
+    assert binary_metrics(val.labels, logits)["ap"] == pytest.approx(entry.metrics["val_ap"], abs=0.01)
+
+
+def test_identify_published_layouts_by_keys_and_shapes():
+    assert identify(TinyLaDeDa().state_dict()).name == "WildRF_Tiny_LaDeDa"
+    with torch.device("meta"):
+        published_teacher = LaDeDa(width=64).state_dict()
+    assert identify(published_teacher).name == "WildRF_LaDeDa"
+    compact = LaDeDa(width=16).state_dict()
+    assert identify(compact) is None and detect_arch(compact) == "LaDeDa"  # other widths are still recognised
+    broken = dict(TinyLaDeDa().state_dict())
+    broken["fc.weight"] = torch.zeros(1, 9)
+    assert identify(broken) is None
+
+
+def test_shipped_teacher_only_fits_the_default_toy_data(tmp_path):
+    assert shipped_teacher_fits(None)
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    manifest = {"seed": 0, "config": asdict(ToyConfig()), "generator": GENERATOR_VERSION, "images": 700}
+    (toy / "toy_config.json").write_text(json.dumps(manifest))
+    assert shipped_teacher_fits(toy)
+    (toy / "toy_config.json").write_text(json.dumps({**manifest, "seed": 1}))
+    assert not shipped_teacher_fits(toy)
+    assert not shipped_teacher_fits(tmp_path)  # some other folder: no toy manifest
+
+
+def test_default_teacher_prefers_published_then_shipped_for_toy_data(tmp_path, monkeypatch):
+    from ladeda_lib.distill.teacher import default_teacher_path
+
+    monkeypatch.setenv("LADEDA_HOME", str(tmp_path))
+    assert default_teacher_path(None) == get_entry("toy-teacher").path
+    assert default_teacher_path(tmp_path / "my_data") is None  # other data: a teacher must be trained on it
+    (tmp_path / "weights").mkdir()
+    torch.save(LaDeDa(width=16).state_dict(), tmp_path / "weights" / "teacher_compact.pt")
+    assert default_teacher_path(tmp_path / "my_data") == tmp_path / "weights" / "teacher_compact.pt"
+    torch.save(LaDeDa(width=16).state_dict(), tmp_path / "weights" / "WildRF_LaDeDa.pth")
+    assert default_teacher_path(None) == tmp_path / "weights" / "WildRF_LaDeDa.pth"
