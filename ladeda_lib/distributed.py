@@ -118,6 +118,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single process)."""
+    ctx = context()
+    if not ctx.distributed:
+        return [obj]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank when ``flag`` is true on at least one (used by the NaN guard)."""
     if not context().distributed:
@@ -191,9 +201,40 @@ def synchronized_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
             m.__class__ = cls
 
 
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """``DistributedDataParallel(model)`` when distributed (gradients averaged over ranks), else ``model``."""
-    if not context().distributed:
-        return model
-    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+class _Forward(nn.Module):
+    """Routes both forward methods of a patch detector through one ``forward`` (what DDP wraps)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, with_patches: bool = False):
+        return self.model.forward_with_patches(x) if with_patches else self.model(x)
+
+
+class DDPModel:
+    """The model as a training task sees it under DDP: ``model(x)`` and ``model.forward_with_patches(x)``
+    both run through :class:`~torch.nn.parallel.DistributedDataParallel`, so gradients are averaged over
+    ranks in ``backward``; every other attribute is the wrapped model's."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
+        # BatchNorm statistics are global (synchronized_batchnorm), so buffers agree without broadcasting.
+        self.ddp = nn.parallel.DistributedDataParallel(_Forward(model), device_ids=ids, broadcast_buffers=False)
+        self.module = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x)
+
+    def forward_with_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ddp(x, with_patches=True)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module | DDPModel:
+    """:class:`DDPModel` around ``model`` when distributed (gradients averaged over ranks), else ``model``."""
+    return DDPModel(model, device) if context().distributed else model
