@@ -148,19 +148,33 @@ def seed_rank(seed: int, ctx: DistContext | None = None) -> None:
     torch.manual_seed(seed + ctx.rank)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: d(sum over ranks)/d(each rank's input)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - autograd context
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        out = grad.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
 class _GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the global batch (all ranks).
 
-    Mean and variance are all-reduced with autograd-aware collectives
-    (:func:`torch.distributed.nn.functional.all_reduce`), so the gradient is that of one process seeing
-    the whole batch. Eval mode (and a single process) is plain BatchNorm.
+    Mean and variance are all-reduced with an autograd-aware sum (:class:`_SumOverRanks`), so the gradient
+    is that of one process seeing the whole batch. Eval mode (and a single process) is plain BatchNorm.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and context().distributed):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _SumOverRanks.apply
         xf = x.float()
         count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device, dtype=torch.float32)
         count = all_reduce_sum(count)
@@ -221,8 +235,9 @@ class DDPModel:
         ids = None
         if device.type == "cuda":
             ids = [device.index if device.index is not None else torch.cuda.current_device()]
-        # BatchNorm statistics are global (synchronized_batchnorm), so buffers agree without broadcasting.
-        self.ddp = nn.parallel.DistributedDataParallel(_Forward(model), device_ids=ids, broadcast_buffers=False)
+        # BatchNorm statistics are global (synchronized_batchnorm), so buffers agree without broadcasting
+        # them before every forward (DDP's default); parameters and buffers are synced once at construction.
+        self.ddp = nn.parallel.DistributedDataParallel(_Forward(model), device_ids=ids, forward_sync_buffers=False)
         self.module = model
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
