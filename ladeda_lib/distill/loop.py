@@ -527,7 +527,6 @@ def fit(
                     t0 = time.perf_counter()
                     train_mode(model, stage.frozen)
                     plan = task.plan(generator, opts.batch_size)
-
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
                     train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged)
