@@ -14,7 +14,14 @@ Measures, with ``--threads`` (default 2) PyTorch threads:
 
 Synthetic images are used (speed does not depend on pixel values); weights are random.
 
+4. **Scale** (:func:`bench_scale`, ``--scale SMALL LARGE``): ``ladeda train-student`` as a subprocess on two
+   toy sets (e.g. 300 and 3,000 training images, ``ladeda make-toy-data --train-per-class 150 / 1500``),
+   each from an empty cache (decode + teacher targets + one epoch + calibration): wall time and peak
+   resident memory (``ru_maxrss`` of the process); and one process against ``torchrun --nproc_per_node 2``
+   (gloo, one thread each) on the small set with a warm cache: seconds per epoch and training images/s.
+
     python benchmarks/bench_training.py [--threads 2] [--images 96] [--width 16] [--json OUT] [--markdown OUT]
+    python benchmarks/bench_training.py --scale data/toy300 data/toy3000 --teacher T.pt [--baseline-src DIR]
 
 :func:`markdown_section` returns the Markdown section for ``benchmarks/RESULTS.md``.
 """
@@ -27,6 +34,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -248,6 +257,93 @@ def markdown_section(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _peak_run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``cmd``; wall seconds and peak resident memory (MiB, ``ru_maxrss`` of the process and the children
+    it waited for)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _student_cmd(data: Path, teacher: Path, out: Path, cache: Path, epochs: int, procs: int = 1) -> list[str]:
+    launcher = [sys.executable, "-m", "ladeda_lib"]
+    if procs > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "-m", "ladeda_lib"]
+    return [*launcher, "train-student", "--data", str(data), "--teacher", str(teacher), "--output", str(out),
+            "--cache-dir", str(cache), "--epochs", str(epochs), "--device", "cpu", "--quiet"]  # fmt: skip
+
+
+def bench_scale(
+    small: Path, large: Path, teacher: Path, threads: int = 2, source: Path | None = None
+) -> dict[str, Any]:
+    """Peak memory of ``train-student`` on a small and a large dataset; 1 process against 2 (torchrun, gloo).
+
+    ``source``: run the code of another checkout (its root on ``PYTHONPATH``), e.g. the in-memory cache
+    before memory-mapping, as the baseline. The 1-vs-2 comparison runs only for this checkout.
+    """
+    root = Path(source or Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
+    out: dict[str, Any] = {"source": str(root), "threads": threads, "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in (("small", small), ("large", large)):
+            run_dir = Path(tmp) / name
+            row = _peak_run(_student_cmd(data, teacher, run_dir / "out", run_dir / "cache", 1), env)
+            log = json.loads((run_dir / "out" / "log.json").read_text())
+            n_train = int(log["metadata"]["data"]["n_train"])
+            row.update(n_train=n_train, epoch_s=log["history"][0]["time_s"])
+            out["sizes"][name] = row
+        out["rss_ratio"] = out["sizes"]["large"]["peak_rss_mib"] / out["sizes"]["small"]["peak_rss_mib"]
+        if source is None:
+            cache = Path(tmp) / "small" / "cache"  # warm: images and targets decoded and computed above
+            procs: dict[str, Any] = {}
+            for n in (1, 2):
+                run_dir = Path(tmp) / f"procs{n}"
+                penv = {**env, "OMP_NUM_THREADS": str(max(1, threads // n))}
+                row = _peak_run(_student_cmd(small, teacher, run_dir, cache, 2, n), penv)
+                log = json.loads((run_dir / "log.json").read_text())
+                n_train = int(log["metadata"]["data"]["n_train"])
+                epoch_s = log["history"][-1]["time_s"]  # the second epoch: no start-up costs
+                row.update(epoch_s=epoch_s, images_per_s=n_train / epoch_s, threads_per_process=max(1, threads // n))
+                procs[str(n)] = row
+            out["processes"] = procs
+    return out
+
+
+def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """Markdown rows for RESULTS.md and the README section "Training at scale"."""
+    lines = [
+        "**Memory against dataset size** (`ladeda train-student --epochs 1`, empty cache: decode, teacher "
+        "targets, one epoch, calibration; peak resident memory of the process):",
+        "",
+        "| code | training images | wall s | peak RSS MiB |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, res in (("memory-mapped cache (this)", results), ("in-memory cache (before)", baseline)):
+        if res is None:
+            continue
+        for size in ("small", "large"):
+            r = res["sizes"][size]
+            lines.append(f"| {label} | {r['n_train']:,} | {r['seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
+        lines.append(f"| {label}: ratio large/small | | | {res['rss_ratio']:.2f} |")
+    if "processes" in results:
+        lines += [
+            "",
+            f"**1 process against 2** (torchrun, gloo, CPU, {results['threads']} cores in all; second epoch of "
+            f"`train-student` on {results['sizes']['small']['n_train']} images, warm cache, validation included):",
+            "",
+            "| processes | threads each | s / epoch | training images/s |",
+            "|---:|---:|---:|---:|",
+        ]
+        for n, r in results["processes"].items():
+            lines.append(f"| {n} | {r['threads_per_process']} | {r['epoch_s']:.1f} | {r['images_per_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2: the target machine)")
@@ -255,7 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=16, help="teacher width for the target measurement")
     p.add_argument("--json", default=None, help="write the raw results here")
     p.add_argument("--markdown", default=None, help="write the Markdown section here")
+    p.add_argument("--scale", nargs=2, type=Path, metavar=("SMALL", "LARGE"), help="dataset roots: memory vs size")
+    p.add_argument("--teacher", type=Path, help="teacher checkpoint for --scale")
+    p.add_argument("--baseline-src", type=Path, help="with --scale: also measure this checkout's code")
     args = p.parse_args(argv)
+    if args.scale:
+        if args.teacher is None:
+            p.error("--scale needs --teacher")
+        results = bench_scale(*args.scale, args.teacher, args.threads)
+        base = bench_scale(*args.scale, args.teacher, args.threads, args.baseline_src) if args.baseline_src else None
+        section = scale_markdown(results, base)
+        print(section)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"scale": results, "baseline": base}, indent=2) + "\n")
+        if args.markdown:
+            Path(args.markdown).write_text(section)
+        return 0
     results = run(args.threads, args.images, args.width)
     section = markdown_section(results)
     print(section)

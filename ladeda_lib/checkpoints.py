@@ -79,7 +79,16 @@ def _plain(value: Any) -> Any:
 
 
 def save_checkpoint(model: PatchDetector, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Save ``model`` atomically with its architecture, config and ``metadata`` (training config, metrics)."""
+    """Save ``model`` atomically with its architecture, config and ``metadata`` (training config, metrics).
+
+    Under torchrun only rank 0 writes, and every rank waits until the file is there (a collective: every
+    rank calls it), so a ``load_checkpoint`` right after it reads the new file on every rank.
+    """
+    from ladeda_lib import distributed
+
+    if not distributed.is_main():
+        distributed.barrier()
+        return Path(path)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -88,7 +97,9 @@ def save_checkpoint(model: PatchDetector, path: str | Path, metadata: dict[str, 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": _plain(metadata or {}),
     }
-    return atomic_torch_save(payload, path)
+    saved = atomic_torch_save(payload, path)
+    distributed.barrier()
+    return saved
 
 
 def detect_arch(state_dict: dict[str, Any]) -> str | None:

@@ -92,6 +92,7 @@ def predict(
     112 ms against 32 ms. The outputs match the default layout to float rounding.
     """
     from ladeda_lib.data.images import normalize_uint8
+    from ladeda_lib.data.tensors import release_pages
 
     device = torch.device(device)
     net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
@@ -103,6 +104,7 @@ def predict(
         logits.append(logit.float().reshape(-1).cpu())
         if keep_patches:
             patches.append(patch.float().contiguous().cpu())
+        release_pages()  # a memory-mapped image cache: the rows just read leave resident memory
     return torch.cat(logits), (torch.cat(patches) if keep_patches else None)
 
 

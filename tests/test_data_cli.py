@@ -36,3 +36,17 @@ def test_cli_import_stays_light():
     code = "import sys, ladeda_lib.data; print('torchvision' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_make_toy_data_sizes_from_flags(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "toy"
+    args = ["make-toy-data", "--output", str(out), "--train-per-class", "2", "--val-per-class", "1",
+            "--test-per-class", "1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert len(list((out / "train" / "0_real").iterdir())) == 2 and len(list((out / "val" / "1_fake").iterdir())) == 1
+    assert json.loads((out / "toy_config.json").read_text())["config"]["train_per_class"] == 2
+    assert "2/1/1 per class" in capsys.readouterr().out
+    assert main(["make-toy-data", "--output", str(out), "--train-per-class", "0"]) == 1
+    assert "--train-per-class must be at least 1" in capsys.readouterr().err

@@ -36,7 +36,10 @@ def test_targets_match_teacher_forward_and_leave_teacher_untouched():
 def test_cache_reused_and_rebuilt_when_data_or_teacher_change(tmp_path):
     teacher, images = _teacher(), _images()
     first = compute_teacher_targets(teacher, images, tmp_path, progress=False)
-    assert not first.from_cache and first.path.is_file()
+    assert not first.from_cache and first.path.is_file() and first.path.suffix == ".f32"
+    in_memory = compute_teacher_targets(teacher, images, cache_dir=None, progress=False)
+    assert torch.equal(first.patches, in_memory.patches) and torch.equal(first.pooled, in_memory.pooled)
+    assert not list(tmp_path.glob("*.partial"))
     again = compute_teacher_targets(teacher, images, tmp_path, progress=False)
     assert again.from_cache and again.path == first.path
     assert torch.equal(again.patches, first.patches)

@@ -1,4 +1,4 @@
-"""``ladeda data-info PATH`` and ``ladeda make-toy-data --output DIR [--seed N]``."""
+"""``ladeda data-info PATH`` and ``ladeda make-toy-data --output DIR [--seed N] [--train-per-class N] ...``."""
 
 from __future__ import annotations
 
@@ -18,11 +18,19 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _make_toy(args: argparse.Namespace) -> int:
-    from ladeda_lib.data.toy import make_toy_dataset
+    from dataclasses import replace
 
+    from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
+
+    sizes = {k: getattr(args, k) for k in ("train_per_class", "val_per_class", "test_per_class")}
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    config = replace(ToyConfig(), **{k: v for k, v in sizes.items() if v is not None})
     start = time.perf_counter()
-    root = make_toy_dataset(args.output, seed=args.seed, progress=False)
-    print(f"wrote the toy dataset (seed {args.seed}) to {root} in {time.perf_counter() - start:.1f} s")
+    root = make_toy_dataset(args.output, seed=args.seed, config=config, progress=not args.quiet)
+    counts = f"{config.train_per_class}/{config.val_per_class}/{config.test_per_class} per class (train/val/test)"
+    print(f"wrote the toy dataset (seed {args.seed}, {counts}) to {root} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -36,4 +44,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make-toy-data", help="generate the offline WildRF-shaped toy dataset")
     p.add_argument("--output", required=True, help="folder to write (e.g. data/toy_wildrf)")
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
+    # Defaults None = ToyConfig's (150/50/50); read lazily so `ladeda --help` does not import the generator.
+    p.add_argument("--train-per-class", type=int, default=None, help="training images per class (default 150)")
+    p.add_argument("--val-per-class", type=int, default=None, help="validation images per class (default 50)")
+    p.add_argument("--test-per-class", type=int, default=None, help="test images per class and platform (default 50)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_make_toy)

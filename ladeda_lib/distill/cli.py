@@ -1,68 +1,125 @@
 """``ladeda train-teacher | teacher-targets | train-student | train-student-two-stage | evaluate``.
 
-Every training command takes ``--data`` (default: the toy set, generated if absent), ``--teacher``,
-``--output``, ``--device`` (auto/cpu/cuda/mps), ``--seed`` and ``--resume``; flags map one to one onto the
-fields of the dataclasses in :mod:`ladeda_lib.distill.config`. ``evaluate`` lives in
-:mod:`ladeda_lib.evaluation` and is registered from here.
+The training commands' flags are generated from the config dataclasses in :mod:`ladeda_lib.distill.config`
+(:func:`add_config_flags`): every field ``batch_size`` becomes ``--batch-size`` with the dataclass default,
+so a new field gets a flag and a default can never drift. Booleans get ``--flag/--no-flag``; ``X | None``
+fields default to None. ``--data`` defaults to the toy set (generated if absent), ``--device`` to
+auto/cpu/cuda/mps. Run any of them under ``torchrun --nproc_per_node N -m ladeda_lib ...`` to train on N
+processes (:mod:`ladeda_lib.distributed`). ``evaluate`` lives in :mod:`ladeda_lib.evaluation` and is
+registered from here.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+import types
+import typing
+from dataclasses import MISSING, fields
 from typing import Any
 
-from ladeda_lib.distill.config import StudentTrainConfig, TeacherTrainConfig, TwoStageTrainConfig
+from ladeda_lib.distill.config import RunOptions, StudentTrainConfig, TeacherTrainConfig, TwoStageTrainConfig
+
+#: Help text per field (fields without an entry get "default: X"). Introduced in notebook 03.
+FIELD_HELP = {
+    "data": "dataset root, any layout `ladeda data-info` accepts (default: the toy set, generated if absent)",
+    "output": "output (default under weights/, see the command's help)",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
+    "seed": "random seed (CPU runs are deterministic; under torchrun rank r also seeds torch with seed + r)",
+    "resume": "continue from OUTPUT/resume.pt if present",
+    "batch_size": "batch size (under torchrun: the global batch, split over the processes)",
+    "num_workers": "DataLoader workers (default 0 on CPU, 2 on CUDA)",
+    "amp": "mixed precision on CUDA (default: on for CUDA; --no-amp disables it)",
+    "cache_dir": "image and teacher-target cache (default weights/cache)",
+    "teacher": "teacher checkpoint (default: weights/WildRF_LaDeDa.pth, else weights/teacher_compact.pt, "
+    "else train the compact teacher)",
+    "init": "start from these student weights instead of a fresh init",
+    "width": "stem width (64 = published LaDeDa)",
+    "crop_size": "random crop side (multiple of 8 fits the grid)",
+    "crops_per_image": "crops of each image per epoch",
+    "keep_best": "save the epoch with the highest validation AP (--no-keep-best or --keep-last: the last epoch)",
+    "pool": "top-K pooling: fraction (0.1), count (8) or 'all' (mean)",
+    "alpha_distill": "weight of the patch MSE term",
+    "alpha_task": "weight of the image BCE term",
+    "preprocess": "the student's fixed input filter (right_diag, left_diag, x_grad, y_grad, npr, raw)",
+    "calibrate": "refit the decision offset (fc.bias) on the training images after training",
+    "epochs_s1": "stage 1 epochs (fc only)",
+    "epochs_s2": "stage 2 epochs (layer1 + fc)",
+    "warmup_epochs": "epochs of the single-stage warm-up when there is no student to start from",
+    "warmup_lr": "learning rate of that warm-up",
+    "plateau_factor": "stage 1 ReduceLROnPlateau: factor the learning rate is multiplied by",
+    "plateau_patience": "stage 1 ReduceLROnPlateau: epochs without improvement before lowering it",
+}
+
+_SCALARS = (bool, int, float, str)
 
 
-def _common(p: argparse.ArgumentParser, defaults: Any, teacher: bool = True) -> None:
-    p.add_argument(
-        "--data", default=None, help="dataset root, any layout `ladeda data-info` accepts (default: toy set)"
-    )
-    if teacher:
-        p.add_argument(
-            "--teacher",
-            default=None,
-            help="teacher checkpoint (default: weights/WildRF_LaDeDa.pth, else weights/teacher_compact.pt, "
-            "else train the compact teacher)",
-        )
-    p.add_argument("--output", default=None, help="output (default under weights/, see the command's help)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (CPU runs are deterministic)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume.pt if present")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0 on CPU, 2 on CUDA)")
-    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    p.add_argument("--cache-dir", default=None, help="image and teacher-target cache (default weights/cache)")
+def _flag_type(hint: Any) -> tuple[type | None, bool, tuple | None]:
+    """(scalar type or None for "parse as text", whether None is allowed, Literal choices or None)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return None, False, typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        scalars = [a for a in args if a in _SCALARS]
+        # str | Path -> text; int | None -> int; anything mixed -> text, converted by the consumer
+        kind = scalars[0] if len(args) == 1 and scalars else (bool if args == [bool] else None)
+        return kind, optional, None
+    if hint in _SCALARS:
+        return hint, False, None
+    return None, False, None  # Any, Path, ...: the text as given (e.g. --pool 0.1 / all, parsed by the model)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per field of the dataclass ``cls``, default = the field's default.
+
+    ``bool`` → ``--flag/--no-flag``; ``bool | None`` likewise with default None; ``int``/``float``/``str``
+    (and their ``| None``) → that type; ``Literal[...]`` → choices; anything else (``Any``, ``Path``) → the
+    text as given. Fields named in ``skip`` get no flag.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        kind, _optional, choices = _flag_type(hints[f.name])
+        text = FIELD_HELP.get(f.name)
+        help_text = text or ""
+        if default is not None:
+            help_text = f"{help_text} (default: {default})" if text else f"default: {default}"
+        name = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif choices is not None:
+            parser.add_argument(name, choices=choices, default=default, help=help_text)
+        else:
+            parser.add_argument(name, type=kind or str, default=default, help=help_text)
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build the config dataclass ``cls`` from parsed flags of the same names (missing flags: the default)."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
-def _student_flags(p: argparse.ArgumentParser, d: StudentTrainConfig | TwoStageTrainConfig) -> None:
-    p.add_argument("--alpha-distill", type=float, default=d.alpha_distill, help="weight of the patch MSE term")
-    p.add_argument("--alpha-task", type=float, default=d.alpha_task, help="weight of the image BCE term")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--pool", default=d.pool, help="top-K pooling: fraction (0.1), count (8) or 'all' (mean)")
-    p.add_argument(
-        "--no-calibrate",
-        dest="calibrate",
-        action="store_false",
-        help="keep the trained decision offset (default: refit fc.bias on the training images after training)",
-    )
+def _session(args: argparse.Namespace):
+    """The torchrun process group (if launched by torchrun) around a command; quiet on ranks > 0."""
+    from ladeda_lib import distributed
 
-
-def _config(cls: type, args: argparse.Namespace) -> Any:
-    """Build a config dataclass from the parsed flags of the same names."""
-    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    values["amp"] = False if getattr(args, "no_amp", False) else None
-    return cls(**values)
+    return distributed.distributed_session(getattr(args, "device", "auto"))
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
     from ladeda_lib.distill.teacher import train_teacher
 
-    ckpt = train_teacher(_config(TeacherTrainConfig, args), progress=not args.quiet)
-    print(f"teacher: {ckpt.path}")
+    with _session(args) as ctx:
+        ckpt = train_teacher(config_from_args(TeacherTrainConfig, args), progress=not args.quiet and ctx.is_main)
+        if ctx.is_main:
+            print(f"teacher: {ckpt.path}")
     return 0
 
 
@@ -72,18 +129,19 @@ def _teacher_targets(args: argparse.Namespace) -> int:
     from ladeda_lib.distill.targets import compute_teacher_targets
     from ladeda_lib.distill.teacher import get_teacher
 
-    cfg = StudentTrainConfig(data=args.data, teacher=args.teacher, batch_size=args.batch_size, cache_dir=args.cache_dir)
-    progress = not args.quiet
-    data = load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
-    teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
-    device = resolve_device(args.device)
-    teacher.model.to(device)
-    for split, tensors in (("train", data.train), ("val", data.val)):
-        t = compute_teacher_targets(teacher, tensors, cfg.resolved_cache_dir(), cfg.batch_size, device, progress)
-        state = "reused" if t.from_cache else "computed"
-        print(
-            f"{split}: {len(t)} images, patches {tuple(t.patches.shape)}, pooled {tuple(t.pooled.shape)} — {state} {t.path}"
-        )
+    cfg = config_from_args(RunOptions, args)
+    with _session(args) as ctx:
+        progress = not args.quiet and ctx.is_main
+        data = load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
+        teacher = get_teacher(args.teacher, cfg.data, progress=progress)
+        device = resolve_device(cfg.device)
+        teacher.model.to(device)
+        for split, tensors in (("train", data.train), ("val", data.val)):
+            t = compute_teacher_targets(teacher, tensors, cfg.resolved_cache_dir(), cfg.batch_size, device, progress)
+            state = "reused" if t.from_cache else "computed"
+            if ctx.is_main:
+                shapes = f"patches {tuple(t.patches.shape)}, pooled {tuple(t.pooled.shape)}"
+                print(f"{split}: {len(t)} images, {shapes} — {state} {t.path}")
     return 0
 
 
@@ -99,77 +157,60 @@ def _report(result: Any) -> None:
 def _train_student(args: argparse.Namespace) -> int:
     from ladeda_lib.distill.train import train_student
 
-    _report(train_student(_config(StudentTrainConfig, args), progress=not args.quiet))
+    with _session(args) as ctx:
+        result = train_student(config_from_args(StudentTrainConfig, args), progress=not args.quiet and ctx.is_main)
+        if ctx.is_main:
+            _report(result)
     return 0
 
 
 def _train_two_stage(args: argparse.Namespace) -> int:
     from ladeda_lib.distill.train import train_student_two_stage
 
-    _report(train_student_two_stage(_config(TwoStageTrainConfig, args), progress=not args.quiet))
+    with _session(args) as ctx:
+        cfg = config_from_args(TwoStageTrainConfig, args)
+        result = train_student_two_stage(cfg, progress=not args.quiet and ctx.is_main)
+        if ctx.is_main:
+            _report(result)
     return 0
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    t = TeacherTrainConfig()
     p = subparsers.add_parser(
         "train-teacher",
         help="train the compact LaDeDa teacher (BCE on the pooled logit, random patch-grid crops)",
         description="Output is a checkpoint FILE (default weights/teacher_compact.pt); epoch checkpoints, "
         "log.json and resume.pt go to <output stem>_run/.",
     )
-    _common(p, t, teacher=False)
-    p.add_argument("--width", type=int, default=t.width, help="stem width (64 = published LaDeDa)")
-    p.add_argument("--epochs", type=int, default=t.epochs)
-    p.add_argument("--lr", type=float, default=t.lr)
-    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    p.add_argument("--crop-size", type=int, default=t.crop_size, help="random crop side (multiple of 8 fits the grid)")
-    p.add_argument("--crops-per-image", type=int, default=t.crops_per_image, help="crops of each image per epoch")
-    p.add_argument(
-        "--keep-last",
-        dest="keep_best",
-        action="store_false",
-        help="save the last epoch (default: the epoch with the highest validation AP)",
-    )
-    p.add_argument("--pool", default=t.pool, help="top-K pooling: fraction (0.1), count (8) or 'all' (mean)")
+    add_config_flags(p, TeacherTrainConfig)
+    p.add_argument("--keep-last", dest="keep_best", action="store_false", help="same as --no-keep-best")
+    _common_flags(p)
     p.set_defaults(func=_train_teacher)
 
     p = subparsers.add_parser(
         "teacher-targets", help="compute (or reuse) the cached teacher patch logits for the train and val images"
     )
-    _common(p, StudentTrainConfig(), teacher=True)
+    add_config_flags(p, RunOptions, skip=("output", "resume", "num_workers", "amp"))
+    p.add_argument("--teacher", default=None, help=FIELD_HELP["teacher"])
+    _common_flags(p)
     p.set_defaults(func=_teacher_targets)
 
-    s = StudentTrainConfig()
     p = subparsers.add_parser(
         "train-student",
         help="single-stage distillation into Tiny-LaDeDa (default output weights/single_stage)",
     )
-    _common(p, s)
-    p.add_argument("--epochs", type=int, default=s.epochs)
-    p.add_argument("--lr", type=float, default=s.lr)
-    p.add_argument("--init", default=None, help="start from these student weights instead of a fresh init")
-    _student_flags(p, s)
+    add_config_flags(p, StudentTrainConfig)
+    _common_flags(p)
     p.set_defaults(func=_train_student)
 
-    w = TwoStageTrainConfig()
     p = subparsers.add_parser(
         "train-student-two-stage",
         help="two-stage fine-tuning: stage 1 fc only, stage 2 layer1 + fc (default output weights/two_stage)",
+        description="Without --init: weights/single_stage/student_final.pt, else a published Tiny-LaDeDa in "
+        "weights/, else a short single-stage warm-up.",
     )
-    _common(p, w)
-    p.add_argument(
-        "--init",
-        default=None,
-        help="starting student (default: weights/single_stage/student_final.pt, else a published Tiny-LaDeDa "
-        "in weights/, else a short single-stage warm-up)",
-    )
-    p.add_argument("--epochs-s1", type=int, default=w.epochs_s1, help="stage 1 epochs (fc only)")
-    p.add_argument("--epochs-s2", type=int, default=w.epochs_s2, help="stage 2 epochs (layer1 + fc)")
-    p.add_argument("--lr-s1", type=float, default=w.lr_s1)
-    p.add_argument("--lr-s2", type=float, default=w.lr_s2)
-    p.add_argument("--warmup-epochs", type=int, default=w.warmup_epochs, help="epochs of the warm-up if needed")
-    _student_flags(p, w)
+    add_config_flags(p, TwoStageTrainConfig)
+    _common_flags(p)
     p.set_defaults(func=_train_two_stage)
 
     from ladeda_lib import evaluation

@@ -1,9 +1,11 @@
-"""The training loop every command shares: stages, checkpoints, resume, NaN guard, JSON log.
+"""The training loop every command shares: stages, checkpoints, resume, NaN guard, JSON log, torchrun.
 
 One loop serves the teacher, the single-stage student and both stages of the two-stage student. What
 differs — how a batch is fetched, what the loss is, how validation scores — comes from a :class:`TrainTask`;
-what is trained with which optimizer comes from a list of :class:`Stage`. Read it top to bottom in
-:func:`fit`:
+what is trained with which optimizer comes from a list of :class:`Stage`; how the loop runs (batch size,
+seed, device, resume, …) from :class:`FitOptions`. Read it top to bottom: :func:`fit` sets up and walks
+the stages and epochs; :func:`run_epoch` is one epoch of training; :class:`RunFiles` writes what a run
+leaves on disk and reads ``resume.pt`` back.
 
 * **Stages** — each stage names the submodules it keeps frozen (no gradient, and *eval mode*, so a frozen
   BatchNorm keeps its running statistics), its learning rate and its scheduler (``"plateau"`` =
@@ -20,17 +22,24 @@ what is trained with which optimizer comes from a list of :class:`Stage`. Read i
   the last epoch checkpoint and ``resume.pt`` (the last good state) are left as they were.
 * **GPU** — with CUDA, batches come from DataLoader workers with pinned memory and the forward/backward
   runs under ``torch.autocast`` (float16) with a ``GradScaler``; on CPU neither is used.
+* **Several processes** (``torchrun``, :mod:`ladeda_lib.distributed`) — every rank draws the same batch
+  plan and trains on its contiguous share of each global batch, weighted so that DistributedDataParallel's
+  gradient average equals the gradient of the whole batch; BatchNorm uses global-batch statistics. So
+  ``batch_size`` is the *global* batch and N processes train the same model as one, up to float rounding.
+  Rank 0 validates (the others receive its numbers), writes every file and shows the progress bars.
 
 Introduced in notebook 03.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +48,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ladeda_lib import distributed
 from ladeda_lib.checkpoints import atomic_torch_save, save_checkpoint
+from ladeda_lib.data.tensors import release_pages
 from ladeda_lib.models import PatchDetector
 
 RESUME_FILE = "resume.pt"
@@ -94,6 +105,29 @@ class _EpochBatches(Dataset):
 
 
 @dataclass
+class FitOptions:
+    """How :func:`fit` runs (what is trained, and on what, comes from its other arguments).
+
+    ``bn_momentum`` is used by *trainable* BatchNorm layers while training (the published stem uses 0.001,
+    meant for hundreds of thousands of steps: in a short run its running statistics would barely leave
+    their initial values); the model's own values are restored afterwards, None keeps them.
+    ``channels_last`` trains in the channels-last memory layout (about 2× faster for Tiny-LaDeDa on CPU;
+    the values are the same up to float rounding). ``batch_size`` is the global batch over all ranks.
+    """
+
+    name: str = "student"  # file stem of the best/final checkpoints (student_best.pt, student_final.pt)
+    batch_size: int = 32
+    seed: int = 0
+    resume: bool = False
+    device: torch.device | str = "cpu"
+    num_workers: int | None = None  # DataLoader workers; None = 0 on CPU, 2 on CUDA
+    amp: bool | None = None  # float16 autocast + GradScaler; None = on for CUDA only
+    bn_momentum: float | None = 0.1
+    channels_last: bool = True
+    progress: bool = True
+
+
+@dataclass
 class TrainResult:
     """What a training run produced: the trained model (CPU, eval mode), one history row per epoch, the files."""
 
@@ -134,22 +168,23 @@ def train_mode(model: nn.Module, frozen: tuple[str, ...]) -> None:
         model.get_submodule(name).eval()
 
 
-def _set_bn_momentum(model: nn.Module, frozen: tuple[str, ...], momentum: float | None) -> dict[str, Any]:
-    """Use ``momentum`` for the trainable BatchNorm layers during training; returns the originals to restore."""
+@contextlib.contextmanager
+def bn_momentum(model: nn.Module, frozen: tuple[str, ...], momentum: float | None) -> Iterator[None]:
+    """Inside the block the *trainable* BatchNorm layers use ``momentum``; the originals come back after."""
     if momentum is None:
-        return {}
+        yield
+        return
     frozen_modules = {id(m) for name in frozen for m in model.get_submodule(name).modules()}
     original = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_modules:
             original[name] = m.momentum
             m.momentum = momentum
-    return original
-
-
-def _restore_bn_momentum(model: nn.Module, original: dict[str, Any]) -> None:
-    for name, value in original.items():
-        model.get_submodule(name).momentum = value
+    try:
+        yield
+    finally:
+        for name, value in original.items():
+            model.get_submodule(name).momentum = value
 
 
 def _make_scheduler(stage: Stage, optimizer: torch.optim.Optimizer):
@@ -175,7 +210,9 @@ def _finite(value: Any) -> Any:
 
 
 def write_log(path: Path, payload: dict[str, Any]) -> None:
-    """Write the JSON log atomically (NaN/inf become null, so every JSON reader accepts it)."""
+    """Write the JSON log atomically (NaN/inf become null, so every JSON reader accepts it); rank 0 only."""
+    if not distributed.is_main():
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_finite(payload), indent=2) + "\n")
     tmp.replace(path)
@@ -192,215 +229,333 @@ def _better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return row.get("val_loss", math.inf) < best.get("val_loss", math.inf)
 
 
+@dataclass
+class RunState:
+    """Where a run stands: finished epochs, the best one, notes, and (after a resume) the saved optimizer."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    last_good: str | None = None
+    stage_index: int = 0  # stage to continue in
+    epochs_done: int = 0  # epochs already done in that stage
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+
+
+class RunFiles:
+    """Everything a run writes under ``output`` (rank 0 only) and reads back on resume."""
+
+    def __init__(self, output: str | Path, name: str, stages: list[Stage], metadata: dict[str, Any]) -> None:
+        self.output = Path(output)
+        self.name, self.stages, self.metadata = name, stages, metadata
+        self.log_path, self.resume_path = self.output / LOG_FILE, self.output / RESUME_FILE
+        self.final_path, self.best_path = self.output / f"{name}_final.pt", self.output / f"{name}_best.pt"
+        if distributed.is_main():
+            self.output.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def log(self, state: RunState, status: str, message: str = "") -> None:
+        payload = {
+            "name": self.name,
+            "status": status,
+            "message": message,
+            "stages": [s.__dict__ for s in self.stages],
+            "metadata": self.metadata,
+            "history": state.history,
+            "best": state.best,
+            "notes": state.notes,
+        }
+        write_log(self.log_path, payload)
+
+    def load_resume(self, model: nn.Module, generator: torch.Generator, progress: bool) -> RunState:
+        """Restore model, batch-order generator and RNG from ``resume.pt`` (a fresh state when absent)."""
+        if not self.resume_path.is_file():
+            return RunState(notes=[f"--resume: no {self.resume_path} yet, starting from the beginning"])
+        saved = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+        if saved.get("stages") != self.stage_names:
+            raise ValueError(
+                f"{self.resume_path} belongs to a run with stages {saved.get('stages')}, not {self.stage_names}; "
+                "use another --output or drop --resume"
+            )
+        model.load_state_dict(saved["model"])  # copies values into the model's own layout
+        generator.set_state(saved["rng"])
+        ctx = distributed.context()
+        per_rank = saved.get("torch_rng_ranks")
+        if per_rank is not None and len(per_rank) == ctx.world_size:
+            torch.set_rng_state(per_rank[ctx.rank])
+        elif ctx.distributed:
+            distributed.seed_rank(int(saved.get("seed", 0)) + len(saved["history"]) * 1000, ctx)
+        else:
+            torch.set_rng_state(saved["torch_rng"])
+        state = RunState(
+            history=list(saved["history"]),
+            best=saved["best"],
+            last_good=saved.get("last_good"),
+            stage_index=saved["stage_index"],
+            epochs_done=saved["epochs_done"],
+            optimizer=saved["optimizer"],
+            scheduler=saved.get("scheduler"),
+        )
+        state.notes.append(f"resumed from {self.resume_path} after {len(state.history)} epochs")
+        if progress:
+            tqdm.write(f"resuming {self.name} from {self.resume_path}: {len(state.history)} epochs done")
+        return state
+
+    def diverged(
+        self, state: RunState, stage: str, epoch: int, batch_index: int, terms: dict[str, torch.Tensor]
+    ) -> None:
+        """Log the non-finite loss and raise :class:`TrainingDiverged` naming the last good checkpoint."""
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        where = state.last_good or "none yet (no epoch finished; nothing was written)"
+        message = (
+            f"training stopped: the loss became non-finite in stage {stage!r}, epoch {epoch + 1}, batch "
+            f"{batch_index + 1} ({values}). Last good checkpoint: {where}. "
+            "Lower the learning rate or check the data; --resume restarts from the last good state."
+        )
+        self.log(state, "diverged", message)
+        raise TrainingDiverged(message)
+
+    def save_epoch(
+        self,
+        model: nn.Module,
+        state: RunState,
+        row: dict[str, Any],
+        stage: Stage,
+        stage_index: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        generator: torch.Generator,
+        seed: int,
+    ) -> None:
+        """Epoch checkpoint, best checkpoint if it improved, ``resume.pt`` and the log (collective call)."""
+        epoch_meta = {**self.metadata, "stage": stage.name, "epoch": row["epoch"], "metrics": row}
+        epoch_path = self.output / f"{stage.checkpoint_prefix}epoch_{row['epoch']:03d}.pt"
+        save_checkpoint(model, epoch_path, epoch_meta)
+        if _better(row, state.best):
+            state.best = row
+            save_checkpoint(model, self.best_path, epoch_meta)
+        state.last_good = str(epoch_path)
+        rng_ranks = distributed.gather_objects(torch.get_rng_state())
+        if distributed.is_main():
+            resume = {
+                "version": _RESUME_VERSION,
+                "stages": self.stage_names,
+                "stage_index": stage_index,
+                "epochs_done": row["stage_epoch"],
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "torch_rng_ranks": rng_ranks,
+                "seed": seed,
+                "history": _finite(state.history),
+                "best": _finite(state.best),
+                "last_good": state.last_good,
+            }
+            atomic_torch_save(resume, self.resume_path)
+        self.log(state, "running")
+
+
+def _local_part(spec: Any, lo: int, hi: int) -> Any:
+    """Rows ``[lo, hi)`` of a batch-plan entry (a tensor, or a tuple/list of tensors of equal length)."""
+    if isinstance(spec, torch.Tensor):
+        return spec[lo:hi]
+    if isinstance(spec, tuple | list):
+        return type(spec)(_local_part(s, lo, hi) for s in spec)
+    raise TypeError(f"a batch plan entry must be a tensor or a tuple of tensors to split across ranks, got {spec!r}")
+
+
+def _plan_size(spec: Any) -> int:
+    return int(spec.shape[0]) if isinstance(spec, torch.Tensor) else _plan_size(spec[0])
+
+
+def _shard_plan(plan: list[Any]) -> tuple[list[Any], list[float]]:
+    """This rank's share of every global batch, and the loss weight that makes DDP's average exact.
+
+    DDP averages gradients over W ranks; a rank holding n of a global batch of N weights its mean loss by
+    n·W/N, so the average is the gradient of the mean over all N. Batches smaller than W are dropped (every
+    rank must take part in every step).
+    """
+    ctx = distributed.context()
+    if not ctx.distributed:
+        return plan, [1.0] * len(plan)
+    local, weights = [], []
+    for spec in plan:
+        n = _plan_size(spec)
+        if n < ctx.world_size:
+            continue
+        lo, hi = distributed.shard_range(n, ctx)
+        local.append(_local_part(spec, lo, hi))
+        weights.append((hi - lo) * ctx.world_size / n)
+    return local, weights
+
+
+def run_epoch(
+    net: Any,
+    task: TrainTask,
+    optimizer: torch.optim.Optimizer,
+    plan: list[Any],
+    opts: FitOptions,
+    scaler: torch.amp.GradScaler | None = None,
+    desc: str = "epoch",
+    on_diverged: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+) -> dict[str, float]:
+    """One epoch of training over the batches of ``plan``; returns the mean of every loss term over images.
+
+    ``net`` is the model in training mode (or its DDP wrapper). For each batch: fetch it (DataLoader
+    workers on CUDA), move it to the device, compute the loss terms, stop on a non-finite loss (calls
+    ``on_diverged(batch_index, terms)``, which raises), then zero_grad → backward → step. The sums are
+    totalled over ranks.
+    """
+    ctx = distributed.context()
+    device = torch.device(opts.device)
+    use_amp = scaler is not None
+    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
+    workers = (2 if device.type == "cuda" else 0) if opts.num_workers is None else opts.num_workers
+    local, weights = _shard_plan(plan)
+    loader = DataLoader(
+        _EpochBatches(local, task.fetch),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    sums: dict[str, float] = {}
+    seen = 0
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not (opts.progress and ctx.is_main), leave=False)
+    for batch_index, batch in enumerate(bar):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if opts.channels_last:
+            batch = {k: v.contiguous(memory_format=layout) if v.dim() == 4 else v for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            terms = task.loss(net, batch)
+        total = terms["loss"]
+        if distributed.any_rank(not bool(torch.isfinite(total.detach()).all()), device) and on_diverged:
+            on_diverged(batch_index, terms)
+        optimizer.zero_grad(set_to_none=True)
+        weighted = total * weights[batch_index] if ctx.distributed else total
+        if scaler is not None:
+            scaler.scale(weighted).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            weighted.backward()
+            optimizer.step()
+        n = next(iter(batch.values())).shape[0]
+        seen += n
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        release_pages()  # rows read from a memory-mapped cache leave resident memory
+        if opts.progress:
+            bar.set_postfix(loss=f"{float(total.detach()):.4f}")
+    bar.close()
+    keys = sorted(sums)
+    totals = distributed.all_reduce_sum(torch.tensor([float(seen)] + [sums[k] for k in keys], dtype=torch.float64))
+    return {k: float(v) / max(1.0, float(totals[0])) for k, v in zip(keys, totals[1:].tolist(), strict=True)}
+
+
+def _validate(task: TrainTask, model: PatchDetector) -> dict[str, float]:
+    """Rank 0 validates; every rank gets its numbers (the scheduler and the best epoch must agree)."""
+    val = task.validate(model) if distributed.is_main() else None
+    return distributed.broadcast_object(val)
+
+
 def fit(
     model: PatchDetector,
     stages: list[Stage],
     task: TrainTask,
     output: str | Path,
+    options: FitOptions | None = None,
     *,
-    name: str = "student",
-    batch_size: int = 32,
-    seed: int = 0,
-    resume: bool = False,
-    device: torch.device | str = "cpu",
-    num_workers: int | None = None,
-    amp: bool | None = None,
-    bn_momentum: float | None = 0.1,
-    channels_last: bool = True,
     metadata: dict[str, Any] | None = None,
-    progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """Train ``model`` through ``stages`` on ``task``, writing checkpoints, ``log.json`` and ``resume.pt``.
 
     Args:
-        model: the network to train (moved to ``device``; returned on CPU in eval mode).
+        model: the network to train (moved to the device; returned on CPU in eval mode).
         stages: the phases, in order (one for single-stage training, two for the two-stage fine-tune).
         task: batches, loss and validation (see :class:`TrainTask`).
         output: run folder.
-        name: file stem of the best/final checkpoints (``student_best.pt``, ``student_final.pt``).
-        bn_momentum: momentum used by *trainable* BatchNorm layers while training (the published stem uses
-            0.001, meant for hundreds of thousands of steps: in a short run its running statistics would
-            barely leave their initial values). The model's own values are restored afterwards. None keeps them.
-        channels_last: train in the channels-last memory layout (about 2× faster for Tiny-LaDeDa on CPU;
-            the values are the same up to float rounding). The returned model is contiguous again.
+        options: :class:`FitOptions`; keyword ``overrides`` replace single fields
+            (``fit(..., batch_size=16, seed=1)``).
+        metadata: stored in every checkpoint and the log.
         callback: called with each epoch's history row (live plots in notebooks; raising stops the run).
 
     Raises:
         TrainingDiverged: on a NaN/inf loss (the last good checkpoint stays on disk).
     """
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    use_amp = (device.type == "cuda") if amp is None else bool(amp and device.type == "cuda")
-    workers = (2 if device.type == "cuda" else 0) if num_workers is None else num_workers
-    log_path, resume_path = output / LOG_FILE, output / RESUME_FILE
-    final_path, best_path = output / f"{name}_final.pt", output / f"{name}_best.pt"
-    metadata = dict(metadata or {})
+    opts = replace(options or FitOptions(), **overrides)
+    ctx = distributed.context()
+    device = torch.device(opts.device)
+    opts = replace(opts, device=device, progress=opts.progress and ctx.is_main)
+    use_amp = (device.type == "cuda") if opts.amp is None else bool(opts.amp and device.type == "cuda")
+    files = RunFiles(output, opts.name, stages, dict(metadata or {}))
     model.to(device)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
-
-    generator = torch.Generator().manual_seed(seed)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start_stage, start_epoch, last_good = 0, 0, None
-    notes: list[str] = []
-    stage_names = [s.name for s in stages]
-    if resume and resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if state.get("stages") != stage_names:
-            raise ValueError(
-                f"{resume_path} belongs to a run with stages {state.get('stages')}, not {stage_names}; "
-                "use another --output or drop --resume"
-            )
-        model.load_state_dict(state["model"])  # copies values into the model's own layout
-        generator.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best = list(state["history"]), state["best"]
-        start_stage, start_epoch, last_good = state["stage_index"], state["epochs_done"], state.get("last_good")
-        notes.append(f"resumed from {resume_path} after {len(history)} epochs")
-        if progress:
-            tqdm.write(f"resuming {name} from {resume_path}: {len(history)} epochs done")
-    elif resume:
-        notes.append(f"--resume: no {resume_path} yet, starting from the beginning")
-
-    def log(status: str, message: str = "") -> None:
-        payload = {
-            "name": name,
-            "status": status,
-            "message": message,
-            "stages": [s.__dict__ for s in stages],
-            "metadata": metadata,
-            "history": history,
-            "best": best,
-            "notes": notes,
-        }
-        write_log(log_path, payload)
-
+    model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
+    generator = torch.Generator().manual_seed(opts.seed)  # the batch plan: the same on every rank
+    if ctx.distributed:
+        distributed.seed_rank(opts.seed, ctx)
+    state = files.load_resume(model, generator, opts.progress) if opts.resume else RunState()
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    global_epoch = len(history)
-    for stage_index, stage in enumerate(stages):
-        if stage_index < start_stage:
-            continue
-        trainable = set_frozen(model, stage.frozen)
-        if not trainable:
-            raise ValueError(f"stage {stage.name!r} freezes every parameter; nothing to train")
-        optimizer = torch.optim.Adam(trainable, lr=stage.lr, weight_decay=stage.weight_decay)
-        scheduler = _make_scheduler(stage, optimizer)
-        first_epoch = 0
-        if resume and stage_index == start_stage and start_epoch > 0:
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            first_epoch = start_epoch
-        momenta = _set_bn_momentum(model, stage.frozen, bn_momentum)
-        try:
-            for epoch in range(first_epoch, stage.epochs):
-                t0 = time.perf_counter()
-                train_mode(model, stage.frozen)
-                plan = task.plan(generator, batch_size)
-                loader = DataLoader(
-                    _EpochBatches(plan, task.fetch),
-                    batch_size=None,
-                    shuffle=False,
-                    num_workers=workers,
-                    pin_memory=device.type == "cuda",
-                    persistent_workers=False,
-                )
-                sums: dict[str, float] = {}
-                seen = 0
-                bar = tqdm(
-                    loader,
-                    desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
-                    unit="batch",
-                    disable=not progress,
-                    leave=False,
-                )
-                for batch_index, batch in enumerate(bar):
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                    if channels_last:
-                        batch = {k: v.contiguous(memory_format=layout) if v.dim() == 4 else v for k, v in batch.items()}
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        terms = task.loss(model, batch)
-                    total = terms["loss"]
-                    if not torch.isfinite(total.detach()).all():
-                        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                        where = str(last_good) if last_good else "none yet (no epoch finished; nothing was written)"
-                        message = (
-                            f"training stopped: the loss became non-finite in stage {stage.name!r}, epoch "
-                            f"{epoch + 1}, batch {batch_index + 1} ({values}). Last good checkpoint: {where}. "
-                            "Lower the learning rate or check the data; --resume restarts from the last good state."
-                        )
-                        log("diverged", message)
-                        raise TrainingDiverged(message)
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(total).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        total.backward()
-                        optimizer.step()
-                    n = next(iter(batch.values())).shape[0]
-                    seen += n
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-                    if progress:
-                        bar.set_postfix(loss=f"{float(total.detach()):.4f}")
-                bar.close()
-                val = task.validate(model)
-                lr = optimizer.param_groups[0]["lr"]
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(val["loss"])
-                elif scheduler is not None:
-                    scheduler.step()
-                global_epoch += 1
-                row = {"epoch": global_epoch, "stage": stage.name, "stage_epoch": epoch + 1, "lr": lr}
-                row.update({f"train_{k}": v / max(1, seen) for k, v in sums.items()})
-                row.update({f"val_{k}": v for k, v in val.items()})
-                row["time_s"] = time.perf_counter() - t0
-                history.append(row)
-                epoch_meta = {**metadata, "stage": stage.name, "epoch": global_epoch, "metrics": row}
-                epoch_path = output / f"{stage.checkpoint_prefix}epoch_{global_epoch:03d}.pt"
-                save_checkpoint(model, epoch_path, epoch_meta)
-                if _better(row, best):
-                    best = row
-                    save_checkpoint(model, best_path, epoch_meta)
-                last_good = str(epoch_path)
-                atomic_torch_save(
-                    {
-                        "version": _RESUME_VERSION,
-                        "stages": stage_names,
-                        "stage_index": stage_index,
-                        "epochs_done": epoch + 1,
-                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "rng": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": _finite(history),
-                        "best": _finite(best),
-                        "last_good": last_good,
-                    },
-                    resume_path,
-                )
-                log("running")
-                if progress:
-                    tqdm.write(_summary(row))
-                if callback is not None:
-                    callback(row)
-        finally:
-            _restore_bn_momentum(model, momenta)
-        start_epoch = 0
+
+    with distributed.synchronized_batchnorm(model):
+        for stage_index, stage in enumerate(stages):
+            if stage_index < state.stage_index:
+                continue
+            trainable = set_frozen(model, stage.frozen)
+            if not trainable:
+                raise ValueError(f"stage {stage.name!r} freezes every parameter; nothing to train")
+            optimizer = torch.optim.Adam(trainable, lr=stage.lr, weight_decay=stage.weight_decay)
+            scheduler = _make_scheduler(stage, optimizer)
+            first_epoch = 0
+            if stage_index == state.stage_index and state.epochs_done > 0:  # resuming inside this stage
+                optimizer.load_state_dict(state.optimizer)
+                if scheduler is not None and state.scheduler is not None:
+                    scheduler.load_state_dict(state.scheduler)
+                first_epoch = state.epochs_done
+            net = distributed.wrap_ddp(model, device)
+            with bn_momentum(model, stage.frozen, opts.bn_momentum):
+                for epoch in range(first_epoch, stage.epochs):
+                    t0 = time.perf_counter()
+                    train_mode(model, stage.frozen)
+                    plan = task.plan(generator, opts.batch_size)
+                    desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
+                    diverged = functools.partial(files.diverged, state, stage.name, epoch)
+                    train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged)
+                    val = _validate(task, model)
+                    lr = optimizer.param_groups[0]["lr"]
+                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        scheduler.step(val["loss"])
+                    elif scheduler is not None:
+                        scheduler.step()
+                    row = {"epoch": len(state.history) + 1, "stage": stage.name, "stage_epoch": epoch + 1, "lr": lr}
+                    row.update({f"train_{k}": v for k, v in train.items()})
+                    row.update({f"val_{k}": v for k, v in val.items()})
+                    row["time_s"] = time.perf_counter() - t0
+                    state.history.append(row)
+                    files.save_epoch(model, state, row, stage, stage_index, optimizer, scheduler, generator, opts.seed)
+                    if opts.progress:
+                        tqdm.write(_summary(row))
+                    if callback is not None:
+                        callback(row)
+            state.epochs_done = 0
 
     model.eval()
     model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, final_path, {**metadata, "epochs": global_epoch, "best": best})
-    log("finished")
+    save_checkpoint(model, files.final_path, {**files.metadata, "epochs": len(state.history), "best": state.best})
+    files.log(state, "finished")
     model.cpu()
+    best_path = files.best_path if state.best is not None else None
     return TrainResult(
-        model, history, output, final_path, best_path if best_path.exists() else None, log_path, best, notes
+        model, state.history, files.output, files.final_path, best_path, files.log_path, state.best, state.notes
     )
 
 
