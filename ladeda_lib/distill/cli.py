@@ -38,6 +38,21 @@ def _common(p: argparse.ArgumentParser, defaults: Any, teacher: bool = True) -> 
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
+def _augment_flag(p: argparse.ArgumentParser) -> None:
+    from ladeda_lib.data.augment import AugmentConfig
+
+    p.add_argument(
+        "--augment",
+        nargs="?",
+        const="on",
+        default=AugmentConfig(),
+        type=AugmentConfig.parse,
+        metavar="SPEC",
+        help="training-time blur/rescale/JPEG (default off). Bare --augment = the platform preset; or key=value "
+        "overrides, ranges low:high, e.g. p_jpeg=0.8,jpeg_quality=30:90 (see notebook 08)",
+    )
+
+
 def _student_flags(p: argparse.ArgumentParser, d: StudentTrainConfig | TwoStageTrainConfig) -> None:
     p.add_argument("--alpha-distill", type=float, default=d.alpha_distill, help="weight of the patch MSE term")
     p.add_argument("--alpha-task", type=float, default=d.alpha_task, help="weight of the image BCE term")
@@ -132,6 +147,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="save the last epoch (default: the epoch with the highest validation AP)",
     )
     p.add_argument("--pool", default=t.pool, help="top-K pooling: fraction (0.1), count (8) or 'all' (mean)")
+    _augment_flag(p)
     p.set_defaults(func=_train_teacher)
 
     p = subparsers.add_parser(
@@ -150,6 +166,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=s.lr)
     p.add_argument("--init", default=None, help="start from these student weights instead of a fresh init")
     _student_flags(p, s)
+    _augment_flag(p)
     p.set_defaults(func=_train_student)
 
     w = TwoStageTrainConfig()
@@ -170,6 +187,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-s2", type=float, default=w.lr_s2)
     p.add_argument("--warmup-epochs", type=int, default=w.warmup_epochs, help="epochs of the warm-up if needed")
     _student_flags(p, w)
+    _augment_flag(p)
     p.set_defaults(func=_train_two_stage)
 
     from ladeda_lib import evaluation

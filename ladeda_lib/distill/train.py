@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.distill.config import (
     STAGE1_FROZEN,
@@ -46,7 +47,13 @@ PUBLISHED_STUDENTS = ("WildRF_Tiny_LaDeDa.pth", "ForenSynth_Tiny_LaDeDa.pth")
 
 
 class StudentTask:
-    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`)."""
+    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`).
+
+    With ``augment`` on in the config, :func:`prepare_student_run` wraps it in
+    :class:`~ladeda_lib.data.augment.AugmentedTask`: the images are degraded, the teacher targets stay those
+    computed on the CLEAN images — the student learns to give on a degraded image the patch map the teacher
+    gives on the clean one. Validation stays clean.
+    """
 
     def __init__(
         self,
@@ -145,6 +152,7 @@ def prepare_student_run(
     task = StudentTask(
         data, train_targets, val_targets, indices, cfg.alpha_distill, cfg.alpha_task, cfg.batch_size, device
     )
+    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 08)
     info = {
         "arch": model.arch,
         "config": model.config(),
