@@ -243,3 +243,24 @@ def platform_chains() -> dict[str, tuple[Degradation, ...]]:
     from ladeda_lib.data.toy import PLATFORM_STYLES
 
     return {f"{name}-like": platform_chain(style) for name, style in PLATFORM_STYLES.items() if name != "reddit"}
+
+
+#: The degraded copies test-time augmentation averages over, in order (``--tta N`` uses the first N; the
+#: first is the image itself): mild versions of what platforms do, so the copies stay close to the input.
+TTA_CHAINS: tuple[tuple[Degradation, ...], ...] = (
+    (),
+    (Degradation("jpeg", 75),),
+    (Degradation("rescale", 0.75),),
+    (Degradation("blur", 0.6),),
+    (Degradation("rescale", 0.5), Degradation("jpeg", 70)),
+    (Degradation("jpeg", 50),),
+    (Degradation("rescale", 0.6),),
+    (Degradation("blur", 1.0),),
+)
+
+
+def tta_chains(n: int) -> tuple[tuple[Degradation, ...], ...]:
+    """The first ``n`` of :data:`TTA_CHAINS` (1 = the image alone). Introduced in notebook 08."""
+    if not 1 <= int(n) <= len(TTA_CHAINS):
+        raise ValueError(f"--tta must lie in [1, {len(TTA_CHAINS)}] copies, got {n}")
+    return TTA_CHAINS[: int(n)]
