@@ -81,3 +81,68 @@ def test_augmented_task_changes_images_only_and_is_deterministic():
     assert torch.equal(batch["teacher"], clean["teacher"])  # targets stay those of the clean image
     assert not torch.equal(batch["images"], clean["images"])
     assert torch.equal(batch["images"], wrapped.fetch(plan[0])["images"])
+
+
+# --- the hooks in training: teacher and student runs on tiny synthetic data --------------------------------
+def _tensors(n: int, seed: int):
+    from ladeda_lib.data.tensors import ImageTensors
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    smooth = torch.nn.functional.interpolate(torch.rand(n, 3, 16, 16, generator=g), size=64)
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2).float()
+    images = smooth * 200 + labels[:, None, None, None] * checker * 40
+    return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [])
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from ladeda_lib.data.layouts import DatasetIndex
+    from ladeda_lib.distill import TrainingData
+    from ladeda_lib.models import LaDeDa
+
+    torch.manual_seed(0)
+    return TrainingData(DatasetIndex(tmp_path, "folder", []), _tensors(8, 0), _tensors(4, 1)), LaDeDa(width=2)
+
+
+def test_student_training_with_augmentation_is_recorded_deterministic_and_different(tmp_path, tiny):
+    from ladeda_lib.checkpoints import load_checkpoint
+    from ladeda_lib.distill import StudentTrainConfig, train_student
+
+    data, teacher = tiny
+    on = AugmentConfig(p_jpeg=1.0, jpeg_quality=(30, 60), p_rescale=0.5)
+
+    def run(name, augment):
+        cfg = StudentTrainConfig(
+            output=tmp_path / name, cache_dir=tmp_path / "cache", epochs=1, batch_size=4, augment=augment
+        )
+        return train_student(cfg, teacher=teacher, data=data, progress=False)
+
+    plain, a, b = run("plain", AugmentConfig()), run("a", on), run("b", on)
+    meta = load_checkpoint(a.final_path).metadata
+    assert AugmentConfig.from_dict(meta["config"]["augment"]) == on
+    assert not AugmentConfig.from_dict(load_checkpoint(plain.final_path).metadata["config"]["augment"]).enabled
+    sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same augmented run
+    assert any(not torch.equal(sa[k], sp[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_teacher_training_with_augmentation_records_it(tmp_path, tiny):
+    from ladeda_lib.distill import TeacherTrainConfig, train_teacher
+
+    data, _ = tiny
+    cfg = TeacherTrainConfig(
+        output=tmp_path / "t.pt", width=2, epochs=1, batch_size=4, crop_size=32, augment=AugmentConfig.platform()
+    )
+    ckpt = train_teacher(cfg, data=data, progress=False)
+    assert AugmentConfig.from_dict(ckpt.metadata["config"]["augment"]) == AugmentConfig.platform()
+
+
+def test_augment_flag_on_the_training_commands():
+    from ladeda_lib.cli import build_parser
+
+    parser = build_parser(["ladeda_lib.distill.cli"])
+    for command in ("train-teacher", "train-student", "train-student-two-stage"):
+        assert parser.parse_args([command]).augment == AugmentConfig()
+        assert parser.parse_args([command, "--augment"]).augment == AugmentConfig.platform()
+        assert parser.parse_args([command, "--augment", "p_jpeg=1"]).augment.p_jpeg == 1.0
