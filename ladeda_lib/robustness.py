@@ -75,7 +75,7 @@ def default_sweep(
     settings += [Setting("rescale", (Degradation("rescale", f),), float(f)) for f in rescale]
     settings += [Setting("blur", (Degradation("blur", s),), float(s)) for s in blur]
     if crop:
-        settings.append(Setting("crop", (Degradation("crop"),), None, "centre crop (aspect kept) instead of resize"))
+        settings.append(Setting("crop", (Degradation("crop"),), None, "centre crop (aspect kept, no squash)"))
     if platforms:
         settings += [
             Setting("platform", chain, None, f"{name}: {chain_label(chain)}")
@@ -329,7 +329,7 @@ def plot_sweeps(results: dict[str, SweepResult], metric: str = "ap", path: str |
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     other_labels: list[str] = []
     for k, (name, result) in enumerate(results.items()):
@@ -346,7 +346,7 @@ def plot_sweeps(results: dict[str, SweepResult], metric: str = "ap", path: str |
             width = 0.8 / len(results)
             xs = np.arange(len(others)) + k * width
             axes[3].bar(xs, [r[metric] for r in others], width=width, color=color, label=name)
-            other_labels = [r["label"].split(":")[0] for r in others]
+            other_labels = [r["label"].split(":")[0].split(" (")[0] for r in others]
     titles = {"jpeg": "JPEG recompression", "rescale": "downscale, then back to 256", "blur": "Gaussian blur"}
     for ax, family in zip(axes[:3], ("jpeg", "rescale", "blur"), strict=True):
         ax.set_title(titles[family])
