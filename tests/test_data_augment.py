@@ -146,3 +146,11 @@ def test_augment_flag_on_the_training_commands():
         assert parser.parse_args([command]).augment == AugmentConfig()
         assert parser.parse_args([command, "--augment"]).augment == AugmentConfig.platform()
         assert parser.parse_args([command, "--augment", "p_jpeg=1"]).augment.p_jpeg == 1.0
+
+
+def test_pipeline_refuses_a_bad_augment_before_training(tmp_path):
+    from ladeda_lib.pipeline import PipelineConfig, run_pipeline
+
+    with pytest.raises(ValueError, match="--augment"):
+        run_pipeline(PipelineConfig(augment="p_sharpen=1", output=tmp_path, progress=False))
+    assert not any(tmp_path.iterdir())  # nothing was started
