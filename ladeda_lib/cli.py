@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("ladeda_lib.inference", "score images or folders with a checkpoint, .onnx or .tflite model"),
     "export": ("ladeda_lib.export.cli", "export a checkpoint to ONNX and (quantized) TFLite, and verify every file"),
+    "robustness": (
+        "ladeda_lib.robustness",
+        "AP, accuracy and flipped decisions under JPEG, rescale, blur, crop and platform chains",
+    ),
 }
 
 #: Modules that contribute subcommands, in the order they first appear in :data:`COMMANDS`.

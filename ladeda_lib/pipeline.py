@@ -76,6 +76,8 @@ class PipelineConfig:
     latency_runs: int = 30
     heatmap_examples: int = 3
     progress: bool = True
+    # Training-time augmentation of both students (AugmentConfig.parse: "off", "on" or key=value overrides).
+    augment: str = "off"
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else project_root() / "runs" / "pipeline"
@@ -142,6 +144,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     """Run the whole path and write ``OUTPUT/report.md``. See :class:`PipelineConfig` for the settings."""
     from ladeda_lib.checkpoints import load_checkpoint
     from ladeda_lib.data import detect_dataset, ensure_toy_dataset
+    from ladeda_lib.data.augment import AugmentConfig
     from ladeda_lib.distill import (
         StudentTrainConfig,
         TeacherTrainConfig,
@@ -153,6 +156,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     )
 
     cfg = config or PipelineConfig()
+    AugmentConfig.parse(cfg.augment)  # a bad --augment fails now, not after the teacher has trained
     run = _Run(cfg)
     out = run.out
     out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +231,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
                 seed=cfg.seed,
                 device=cfg.device,
                 cache_dir=cache,
+                augment=AugmentConfig.parse(cfg.augment),
             )
             train_student(scfg, teacher=teacher, data=training, progress=cfg.progress)
         return final
@@ -245,6 +250,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
                 batch_size=cfg.student_batch_size,
                 alpha_distill=0.0,
                 alpha_task=1.0,
+                augment=AugmentConfig.parse(cfg.augment),
                 seed=cfg.seed,
                 device=cfg.device,
                 cache_dir=cache,
@@ -270,6 +276,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
                 seed=cfg.seed,
                 device=cfg.device,
                 cache_dir=cache,
+                augment=AugmentConfig.parse(cfg.augment),
             )
             train_student_two_stage(tcfg, teacher=teacher, data=training, progress=cfg.progress)
         return final
@@ -592,6 +599,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         device=args.device,
         quantization=args.quantization,
         teacher=args.teacher,
+        augment=args.augment,
     )
     try:
         result = run_pipeline(cfg)
@@ -630,5 +638,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="all",
         choices=("none", "float16", "dynamic_range", "int8", "all"),
         help="which TFLite files to produce (default: all)",
+    )
+    p.add_argument(
+        "--augment",
+        nargs="?",
+        const="on",
+        default="off",
+        metavar="SPEC",
+        help="train both students with blur/rescale/JPEG augmentation (bare --augment = the platform preset; "
+        "see ladeda train-student --help). Finished students are reused: add --force after changing it",
     )
     p.set_defaults(func=_run_cli)

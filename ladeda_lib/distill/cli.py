@@ -30,8 +30,8 @@ FIELD_HELP = {
     "num_workers": "DataLoader workers (default 0 on CPU, 2 on CUDA)",
     "amp": "mixed precision on CUDA (default: on for CUDA; --no-amp disables it)",
     "cache_dir": "image and teacher-target cache (default weights/cache)",
-    "teacher": "teacher checkpoint (default: weights/WildRF_LaDeDa.pth, else weights/teacher_compact.pt, "
-    "else train the compact teacher)",
+    "teacher": "teacher checkpoint (default: weights/WildRF_LaDeDa.pth, else the shipped toy teacher on the toy "
+    "data, else weights/teacher_compact.pt, else train the compact teacher)",
     "init": "start from these student weights instead of a fresh init",
     "width": "stem width (64 = published LaDeDa)",
     "crop_size": "random crop side (multiple of 8 fits the grid)",
@@ -48,6 +48,13 @@ FIELD_HELP = {
     "warmup_lr": "learning rate of that warm-up",
     "plateau_factor": "stage 1 ReduceLROnPlateau: factor the learning rate is multiplied by",
     "plateau_patience": "stage 1 ReduceLROnPlateau: epochs without improvement before lowering it",
+    "target_scale": "divide the teacher's patch logits by this before the MSE (default: their RMS over the "
+    "training images)",
+    "target_clip": "clip the scaled teacher targets to +-this (heavy tails cannot dominate the MSE)",
+    "label_fraction": "share of training images whose labels the BCE term may use (stratified); the MSE term "
+    "uses the teacher's maps of all of them",
+    "augment": "training-time blur/rescale/JPEG (default off). Bare --augment = the platform preset; or key=value "
+    "overrides, ranges low:high, e.g. p_jpeg=0.8,jpeg_quality=30:90 (see notebook 08)",
 }
 
 _SCALARS = (bool, int, float, str)
@@ -88,7 +95,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         if default is not None:
             help_text = f"{help_text} (default: {default})" if text else f"default: {default}"
         name = "--" + f.name.replace("_", "-")
-        if kind is bool:
+        parse = getattr(hints[f.name], "parse", None)
+        if callable(parse):  # a structured field with its own text form (e.g. AugmentConfig): bare flag = "on"
+            parser.add_argument(name, nargs="?", const="on", type=parse, default=default, metavar="SPEC", help=help_text)
+        elif kind is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif choices is not None:
             parser.add_argument(name, choices=choices, default=default, help=help_text)

@@ -7,12 +7,13 @@ to the project defaults (toy data, ``weights/…``) when a run starts. Introduce
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ladeda_lib.data.augment import AugmentConfig
 from ladeda_lib.models import DEFAULT_TOPK
 from ladeda_lib.paths import weights_dir
 
@@ -67,6 +68,8 @@ class TeacherTrainConfig(RunOptions):
     # Save the epoch with the highest validation AP (ties: lower validation loss), not simply the last one:
     # the AP of a short run swings by several points from epoch to epoch.
     keep_best: bool = True
+    # Training-time degradations (blur / rescale / JPEG) of the crops; off by default (see notebook 08).
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "teacher_compact.pt"
@@ -97,6 +100,8 @@ class StudentTrainConfig(RunOptions):
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
     calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
+    # Training-time degradations of the student's input; the teacher targets stay those of the clean image.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"
@@ -135,6 +140,8 @@ class TwoStageTrainConfig(RunOptions):
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
     calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
+    # Training-time degradations of the student's input; the teacher targets stay those of the clean image.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "two_stage"

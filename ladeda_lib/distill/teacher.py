@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.distill.config import TeacherTrainConfig, resolve_device
 from ladeda_lib.distill.data import TrainingData, load_training_data
@@ -37,7 +38,11 @@ COMPACT_TEACHER = "teacher_compact.pt"
 
 
 class TeacherTask:
-    """Random grid-aligned crops, BCE on the pooled logit; validation on full images (see :mod:`.loop`)."""
+    """Random grid-aligned crops, BCE on the pooled logit; validation on full images (see :mod:`.loop`).
+
+    With ``TeacherTrainConfig.augment`` on, :func:`train_teacher` wraps it in
+    :class:`~ladeda_lib.data.augment.AugmentedTask`, which degrades the fetched crops (validation stays clean).
+    """
 
     def __init__(
         self,
@@ -112,6 +117,7 @@ def train_teacher(
     data = data or load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
     stride = teacher.geometry().stride
     task = TeacherTask(data, cfg.crop_size, cfg.crops_per_image, stride, eval_batch_size=cfg.batch_size, device=device)
+    task = with_augmentation(task, cfg.augment)  # degrades the training crops when cfg.augment is on (notebook 08)
     start = time.perf_counter()
     metadata = {"kind": "teacher", "config": cfg.to_dict(), "data": data.describe()}
     result: TrainResult = fit(

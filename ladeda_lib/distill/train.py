@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.distill.config import (
     STAGE1_FROZEN,
@@ -44,7 +45,13 @@ from ladeda_lib.registry import published
 
 
 class StudentTask:
-    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`)."""
+    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`).
+
+    With ``augment`` on in the config, :func:`prepare_student_run` wraps it in
+    :class:`~ladeda_lib.data.augment.AugmentedTask`: the images are degraded, the teacher targets stay those
+    computed on the CLEAN images — the student learns to give on a degraded image the patch map the teacher
+    gives on the clean one. Validation stays clean.
+    """
 
     def __init__(
         self,
@@ -197,6 +204,7 @@ def prepare_student_run(
         clip=cfg.target_clip,
         labelled=labelled,
     )
+    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 08)
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:

@@ -1,0 +1,156 @@
+"""Training-time augmentation: off by default, deterministic from a generator, images only."""
+
+import pytest
+import torch
+
+from ladeda_lib.data.augment import AugmentConfig, AugmentedTask, augment_batch, with_augmentation
+
+
+def _batch(n: int = 6, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(n, 3, size, size, generator=g) * 255).to(torch.uint8)
+
+
+def test_default_is_off_and_returns_the_batch_itself():
+    cfg = AugmentConfig()
+    assert not cfg.enabled
+    x = _batch()
+    assert augment_batch(x, cfg, torch.Generator().manual_seed(0)) is x
+
+
+def test_same_generator_state_gives_the_same_batch_and_another_seed_another():
+    cfg = AugmentConfig.platform()
+    x = _batch()
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    c = augment_batch(x, cfg, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_probability_one_degrades_every_image():
+    cfg = AugmentConfig(p_jpeg=1.0, jpeg_quality=(30, 30))
+    x = _batch()
+    y = augment_batch(x, cfg, torch.Generator().manual_seed(0))
+    assert all(not torch.equal(a, b) for a, b in zip(x, y, strict=True))
+    cfg = AugmentConfig(p_rescale=1.0, rescale_factor=(0.5, 0.5))
+    y = augment_batch(x, cfg, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape  # back to the batch size through the shared geometry
+    hf = lambda t: (t.float()[..., 1:] - t.float()[..., :-1]).abs().mean()  # noqa: E731
+    assert hf(y) < 0.7 * hf(x)  # detail lost in the downscale
+
+
+def test_parse_and_round_trip():
+    assert AugmentConfig.parse("off") == AugmentConfig()
+    assert AugmentConfig.parse("on") == AugmentConfig.platform()
+    cfg = AugmentConfig.parse("p_jpeg=0.8,jpeg_quality=30:90,p_blur=0")
+    assert cfg.p_jpeg == 0.8 and cfg.jpeg_quality == (30, 90) and cfg.p_blur == 0.0
+    assert cfg.p_rescale == AugmentConfig.platform().p_rescale
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="keys"):
+        AugmentConfig.parse("p_sharpen=1")
+    with pytest.raises(ValueError, match="probability"):
+        AugmentConfig(p_jpeg=2)
+    with pytest.raises(ValueError, match="range"):
+        AugmentConfig(jpeg_quality=(90, 30))
+
+
+class _Task:
+    def __init__(self) -> None:
+        self.images = _batch(8)
+        self.name = "inner"
+
+    def plan(self, generator, batch_size):
+        return list(torch.randperm(8, generator=generator).split(batch_size))
+
+    def fetch(self, idx):
+        return {"images": self.images[idx], "teacher": self.images[idx].float()}
+
+
+def test_augmented_task_changes_images_only_and_is_deterministic():
+    task = _Task()
+    assert with_augmentation(task, AugmentConfig()) is task
+    wrapped = with_augmentation(task, AugmentConfig(p_jpeg=1.0))
+    assert isinstance(wrapped, AugmentedTask) and wrapped.name == "inner"
+    plan = wrapped.plan(torch.Generator().manual_seed(0), 4)
+    again = wrapped.plan(torch.Generator().manual_seed(0), 4)
+    assert [(s.tolist(), seed) for s, seed in plan] == [(s.tolist(), seed) for s, seed in again]
+    batch = wrapped.fetch(plan[0])
+    clean = task.fetch(plan[0][0])
+    assert torch.equal(batch["teacher"], clean["teacher"])  # targets stay those of the clean image
+    assert not torch.equal(batch["images"], clean["images"])
+    assert torch.equal(batch["images"], wrapped.fetch(plan[0])["images"])
+
+
+# --- the hooks in training: teacher and student runs on tiny synthetic data --------------------------------
+def _tensors(n: int, seed: int):
+    from ladeda_lib.data.tensors import ImageTensors
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    smooth = torch.nn.functional.interpolate(torch.rand(n, 3, 16, 16, generator=g), size=64)
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2).float()
+    images = smooth * 200 + labels[:, None, None, None] * checker * 40
+    return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [])
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from ladeda_lib.data.layouts import DatasetIndex
+    from ladeda_lib.distill import TrainingData
+    from ladeda_lib.models import LaDeDa
+
+    torch.manual_seed(0)
+    return TrainingData(DatasetIndex(tmp_path, "folder", []), _tensors(8, 0), _tensors(4, 1)), LaDeDa(width=2)
+
+
+def test_student_training_with_augmentation_is_recorded_deterministic_and_different(tmp_path, tiny):
+    from ladeda_lib.checkpoints import load_checkpoint
+    from ladeda_lib.distill import StudentTrainConfig, train_student
+
+    data, teacher = tiny
+    on = AugmentConfig(p_jpeg=1.0, jpeg_quality=(30, 60), p_rescale=0.5)
+
+    def run(name, augment):
+        cfg = StudentTrainConfig(
+            output=tmp_path / name, cache_dir=tmp_path / "cache", epochs=1, batch_size=4, augment=augment
+        )
+        return train_student(cfg, teacher=teacher, data=data, progress=False)
+
+    plain, a, b = run("plain", AugmentConfig()), run("a", on), run("b", on)
+    meta = load_checkpoint(a.final_path).metadata
+    assert AugmentConfig.from_dict(meta["config"]["augment"]) == on
+    assert not AugmentConfig.from_dict(load_checkpoint(plain.final_path).metadata["config"]["augment"]).enabled
+    sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same augmented run
+    assert any(not torch.equal(sa[k], sp[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_teacher_training_with_augmentation_records_it(tmp_path, tiny):
+    from ladeda_lib.distill import TeacherTrainConfig, train_teacher
+
+    data, _ = tiny
+    cfg = TeacherTrainConfig(
+        output=tmp_path / "t.pt", width=2, epochs=1, batch_size=4, crop_size=32, augment=AugmentConfig.platform()
+    )
+    ckpt = train_teacher(cfg, data=data, progress=False)
+    assert AugmentConfig.from_dict(ckpt.metadata["config"]["augment"]) == AugmentConfig.platform()
+
+
+def test_augment_flag_on_the_training_commands():
+    from ladeda_lib.cli import build_parser
+
+    parser = build_parser(["ladeda_lib.distill.cli"])
+    for command in ("train-teacher", "train-student", "train-student-two-stage"):
+        assert parser.parse_args([command]).augment == AugmentConfig()
+        assert parser.parse_args([command, "--augment"]).augment == AugmentConfig.platform()
+        assert parser.parse_args([command, "--augment", "p_jpeg=1"]).augment.p_jpeg == 1.0
+
+
+def test_pipeline_refuses_a_bad_augment_before_training(tmp_path):
+    from ladeda_lib.pipeline import PipelineConfig, run_pipeline
+
+    with pytest.raises(ValueError, match="--augment"):
+        run_pipeline(PipelineConfig(augment="p_sharpen=1", output=tmp_path, progress=False))
+    assert not any(tmp_path.iterdir())  # nothing was started
