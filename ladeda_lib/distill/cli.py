@@ -171,7 +171,3 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-epochs", type=int, default=w.warmup_epochs, help="epochs of the warm-up if needed")
     _student_flags(p, w)
     p.set_defaults(func=_train_two_stage)
-
-    from ladeda_lib import evaluation
-
-    evaluation.register_cli(subparsers)
