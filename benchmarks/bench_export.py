@@ -3,7 +3,8 @@
 Rows: PyTorch eager (the naive baseline), optimised PyTorch (:func:`ladeda_lib.runtime.optimize_for_inference`:
 the fixed filter, conv1, conv2 and bn1 fused into one 5×5 convolution, the block's BatchNorms folded,
 channels_last memory), onnxruntime on the plain float graph (the yardstick) and on the fused graph, and the four
-TFLite files converted from the fused graph (LiteRT interpreter). Every backend is loaded through
+TFLite files (LiteRT interpreter) converted as ``ladeda export`` converts them: float formats from the fused
+graph, int8 from the factorised one. Every backend is loaded through
 :func:`ladeda_lib.runtime.load_predictor` and
 gets the same thread count and the same normalised (1, 3, 256, 256) input. Backends are timed in
 interleaved blocks (each round runs a block of consecutive calls per backend, after a warm-up block), so
@@ -94,7 +95,10 @@ def run_benchmark(
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         plain_path = export_onnx(model, Path(tmp) / "plain.onnx", fuse=False)
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
-        files = convert_to_tflite(onnx_path, tmp, QUANTIZATIONS, calibration=calibration)
+        floats = tuple(q for q in QUANTIZATIONS if q != "int8")
+        files = convert_to_tflite(onnx_path, tmp, floats, calibration=calibration)
+        # as `ladeda export` does: int8 from the factorised graph (see ladeda_lib/export/chain.py)
+        files |= convert_to_tflite(plain_path, Path(tmp) / "int8", ("int8",), calibration=calibration)
         plain = load_predictor(plain_path, threads)
         ort = load_predictor(onnx_path, threads)
         add(ORT_PLAIN, "float32", plain_path.stat().st_size, lambda: plain(example))

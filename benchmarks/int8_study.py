@@ -13,10 +13,11 @@ Tiny-LaDeDa (mean pooling) whose BatchNorm statistics are measured on the toy tr
 Candidates, each exported with the patch map and converted to full int8 by onnx2tf, calibrated on 100 toy
 training images and compared with PyTorch on the toy test split:
 
-* ``plain`` — the graph as it is;
+* ``fused stem`` — the float graph: filter, conv1, conv2 and bn1 as one 5×5 convolution;
+* ``plain`` — the factorised graph (filter · conv1 · conv2 + bn1 folded), as before the fusion;
 * ``float head`` — the same int8 file, but the image logit is the float mean of its dequantized patch map;
-* ``calibrated`` — decision offset and temperature (``ladeda calibrate``) baked into the graph;
-* ``clamp`` — patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound.
+* ``calibrated`` — factorised, with the decision offset and temperature (``ladeda calibrate``) in the graph;
+* ``clamp`` — factorised, patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from ladeda_lib.calibration import fit_calibration
 from ladeda_lib.export import export_onnx
 from ladeda_lib.export.chain import load_export_images
-from ladeda_lib.export.int8 import choose_clamp
+from ladeda_lib.export.int8 import choose_clamp, convert_int8
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
 from ladeda_lib.models import TinyLaDeDa
 from ladeda_lib.runtime import load_predictor
@@ -128,31 +129,32 @@ def main() -> int:
             with torch.no_grad():
                 cal_logits = model(torch.from_numpy(normalised_images(calib))).numpy().reshape(-1)
             fitted = fit_calibration(cal_logits, calib_labels.numpy())
+            clamp = choose_clamp(model, calib)
             candidates = {
-                "plain": {},
-                "calibrated": {"calibration": fitted},
-                "clamp": {"clamp": choose_clamp(model, calib)},
-                "calibrated + clamp": {
-                    "calibration": fitted,
-                    "clamp": choose_clamp(model, calib, calibration=fitted),
-                },
+                "fused stem": {"fuse": True},
+                "factorised": {"fuse": False},
+                "factorised + calibrated": {"fuse": False, "calibration": fitted},
+                "factorised + clamp": {"fuse": False, "clamp": clamp},
             }
             for name, kwargs in candidates.items():
                 if "clamp" in kwargs and kwargs["clamp"] is None:
                     rows.append((kind, name, None, None, 0))  # no decision-preserving bound exists
                     continue
                 t0 = time.perf_counter()
-                onnx = export_onnx(
-                    model, Path(tmp) / f"{kind}_{name.replace(' ', '')}.onnx", with_patches=True, **kwargs
-                )
-                files = convert_to_tflite(onnx, tmp, ("int8",), calibration=calib, stem=onnx.stem)
-                seconds = time.perf_counter() - t0
+                stem = f"{kind}_{len(rows)}"
+                onnx = export_onnx(model, Path(tmp) / f"{stem}.onnx", with_patches=True, **kwargs)
+                path = convert_to_tflite(onnx, tmp, ("int8",), calibration=calib, stem=stem)["int8"]
                 cal = kwargs.get("calibration")
-                # the clamp is part of the model the user wants: compare int8 with the unclamped float model
-                rows.append((kind, name, kwargs.get("clamp"), score(model, files["int8"], x, y, cal), seconds))
-                if name in ("plain", "calibrated"):
-                    rows.append((kind, name + " + float head", None, score(model, files["int8"], x, y, cal, True), 0))
+                rows.append((kind, name, kwargs.get("clamp"), score(model, path, x, y, cal), time.perf_counter() - t0))
+                if name in ("fused stem", "factorised"):
+                    rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))
                 print(rows[-1], file=sys.stderr)
+            # what `ladeda export` ships: factorised + bias correction (measured on the calibration images)
+            t0 = time.perf_counter()
+            path, info = convert_int8(model, tmp, f"{kind}_shipped", calib, with_patches=True)
+            name = f"factorised + bias correction ({info['bias_before']:+.3g} → {info['bias_after']:+.3g})"
+            rows.append((kind, name, None, score(model, path, x, y), time.perf_counter() - t0))
+            print(rows[-1], file=sys.stderr)
             print(
                 kind,
                 "patch logits on calibration images: p1/p50/p99",

@@ -126,7 +126,7 @@ class InferencePipeline:
         batch_size: default batch size of :meth:`predict_batch` / :meth:`predict_folder`.
         num_workers: threads decoding and resizing images in :meth:`predict_batch` (decoding releases the GIL).
         threads: threads of the model's backend (:func:`~ladeda_lib.runtime.resolve_threads`).
-        unsure: ``(low, high)`` probabilities: results in ``[low, high)`` get ``verdict="unsure"`` and
+        unsure: ``(low, high)`` probabilities: results in ``[low, high]`` get ``verdict="unsure"`` and
             ``is_fake=None`` instead of a decision.
 
     Results are dicts with :data:`RESULT_KEYS`: ``is_fake`` (bool, None inside the unsure band), ``verdict``
@@ -230,7 +230,7 @@ class InferencePipeline:
 
     def _result(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
         probability = 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
-        unsure = self.unsure is not None and self.unsure[0] <= probability < self.unsure[1]
+        unsure = self.unsure is not None and self.unsure[0] <= probability <= self.unsure[1]
         is_fake = None if unsure else bool(probability >= self.threshold)
         return {
             "is_fake": is_fake,

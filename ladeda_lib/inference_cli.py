@@ -124,6 +124,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--unsure",
         default=None,
         metavar="LOW:HIGH",
-        help="answer 'unsure' (neither real nor fake) for probabilities in [LOW, HIGH), e.g. 0.3:0.7",
+        help="answer 'unsure' (neither real nor fake) for probabilities in [LOW, HIGH], e.g. 0.3:0.7",
     )
     p.set_defaults(func=_run_predict)

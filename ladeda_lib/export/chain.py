@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ladeda_lib.export.errors import ExportError
+from ladeda_lib.export.int8 import convert_int8
 from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import QUANTIZATIONS, convert_to_tflite
 from ladeda_lib.export.verify import Tolerances, VerificationReport, verify_exports
@@ -66,6 +67,7 @@ def export_model(
     decision_calibration: Calibration | None = None,
     record: dict[str, Any] | None = None,
     fuse: bool = True,
+    int8_bias_correction: bool = True,
 ) -> ExportResult:
     """Export ``model`` to ONNX and TFLite, then verify every file against PyTorch.
 
@@ -86,6 +88,7 @@ def export_model(
         record: more facts for the ``.ladeda.json`` records (source checkpoint, int8 calibration data).
         fuse: run Tiny-LaDeDa's filter, ``conv1``, ``conv2`` and ``bn1`` as one 5×5 convolution in the graph
             (identical outputs to ~1e-6, fewer operations; see :func:`~ladeda_lib.runtime.fuse_student_stem`).
+        int8_bias_correction: see :func:`~ladeda_lib.export.int8.convert_int8`.
     Introduced in notebook 07.
     """
     output = Path(output)
@@ -96,7 +99,19 @@ def export_model(
     onnx_path = export_onnx(
         model, folder / f"{output.stem}.onnx", with_patches=with_patches, fuse=fuse, calibration=decision_calibration
     )
-    produced = convert_to_tflite(onnx_path, folder, formats, calibration=calibration, nhwc=nhwc, stem=output.stem)
+    float_formats = tuple(f for f in formats if f != "int8")
+    produced = {}
+    if float_formats:
+        produced = convert_to_tflite(
+            onnx_path, folder, float_formats, calibration=calibration, nhwc=nhwc, stem=output.stem
+        )
+    int8_info: dict[str, Any] = {}
+    if "int8" in formats:
+        # factorised graph + bias correction: see ladeda_lib/export/int8.py and benchmarks/int8_study.md
+        produced["int8"], int8_info = convert_int8(
+            model, folder, output.stem, calibration, with_patches, nhwc, decision_calibration, int8_bias_correction
+        )
+        produced = {f: produced[f] for f in formats}
     if len(formats) == 1:
         single = produced[formats[0]]
         single.replace(output)
@@ -109,7 +124,9 @@ def export_model(
         **(record or {}),
     }
     for fmt, path in result.files.items():
-        write_sidecar(path, {**facts, "format": fmt})
+        graph = "factorised stem" if fmt == "int8" or not fuse else "fused stem"
+        extra = int8_info if fmt == "int8" else {}
+        write_sidecar(path, {**facts, "format": fmt, "graph": graph, **extra})
     if eval_images is not None:
         result.report = verify_exports(
             model,

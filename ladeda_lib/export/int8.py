@@ -1,5 +1,12 @@
 """Full int8 for any student: bound the patch-logit range the int8 file has to represent.
 
+:func:`convert_int8` is how ``ladeda export`` makes the int8 file: the *factorised* graph (the fused 5×5 stem
+kernel's taps span a wide range per output channel, and int8 weights alone then moved image logits by up to ~5
+on a large-logit student; the fixed filter's integer taps and the separate ``conv1``/``conv2`` quantize far
+better), then **bias correction**: the int8 file's mean image-logit error on the calibration images, a
+systematic shift left by rounding weights, is measured and subtracted in a second conversion.
+``benchmarks/int8_study.py`` compares these with a clamp, a float head and calibration alone.
+
 A full-int8 file stores every tensor with one step per tensor: ``real = (q − zero_point) · scale``, 256 levels
 between the calibrated minimum and maximum. A student whose patch logits span ±400 (the published WildRF file
 on the toy images) gets a step of about 3, and the image logit — the mean of thousands of such patch logits,
@@ -12,12 +19,18 @@ float head and with calibration alone. Introduced in notebook 07.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
-from ladeda_lib.export.tflite import normalised_images
+from ladeda_lib.export.errors import ExportError
+from ladeda_lib.export.onnx_export import export_onnx
+from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import Calibration
+from ladeda_lib.runtime import Calibration, load_predictor
 
 #: Quantiles of |patch logit| tried as the bound, tightest first.
 CLAMP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
@@ -60,3 +73,61 @@ def choose_clamp(
             if same and float((clipped - pooled).abs().max()) <= max_shift * spread:
                 return bound
     return None
+
+
+def convert_int8(
+    model: PatchDetector,
+    folder: str | Path,
+    stem: str,
+    calibration_images: torch.Tensor | np.ndarray,
+    with_patches: bool = False,
+    nhwc: bool = False,
+    decision_calibration: Calibration | None = None,
+    bias_correction: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``<folder>/<stem>_int8.tflite``: factorised graph, calibrated on ``calibration_images``, bias-corrected.
+
+    Args:
+        model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
+        with_patches, nhwc: as for :func:`~ladeda_lib.export.chain.export_model`.
+        decision_calibration: offset/temperature baked into the graph (the logits compared are calibrated).
+        bias_correction: measure the mean image-logit error of a first int8 file on ``calibration_images`` and
+            shift the patch logits by minus that in a second conversion (costs one more conversion).
+
+    Returns:
+        (the int8 file, ``{"graph": "factorised stem", "bias_correction": shift or 0.0, "bias_before": …}``).
+    """
+    if calibration_images is None:
+        raise ExportError(
+            "full int8 quantization needs representative calibration images (real training images through the "
+            "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
+        )
+    x = normalised_images(calibration_images)
+    with torch.no_grad():
+        reference = torch.cat([model.eval()(torch.from_numpy(x[i : i + 16])) for i in range(0, len(x), 16)]).numpy()
+    if decision_calibration is not None:
+        reference = decision_calibration.apply(reference)
+
+    def convert(shift: float) -> Path:
+        with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
+            source = export_onnx(
+                model,
+                Path(tmp) / f"{stem}.onnx",
+                with_patches=with_patches,
+                fuse=False,
+                calibration=decision_calibration,
+                shift=shift,
+            )
+            return convert_to_tflite(source, folder, ("int8",), calibration=x, nhwc=nhwc, stem=stem)["int8"]
+
+    def bias(path: Path) -> float:
+        logits, _ = load_predictor(path)(x)
+        return float(np.mean(logits.reshape(-1) - reference.reshape(-1)))
+
+    path = convert(0.0)
+    info: dict[str, Any] = {"graph": "factorised stem", "bias_correction": 0.0}
+    if bias_correction:
+        before = bias(path)
+        path = convert(-before)
+        info.update({"bias_correction": -before, "bias_before": before, "bias_after": bias(path)})
+    return path, info
