@@ -157,6 +157,7 @@ def evaluate_model(
     localisation: bool = True,
     threshold: float = 0.5,
     threads: int | None = None,
+    keep_scores: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a teacher or student — in any format — per split and per test platform.
 
@@ -171,7 +172,9 @@ def evaluate_model(
 
     Returns:
         ``{"groups": {name: binary_metrics}, "mAP": mean AP over test platforms (or nan),
-        "localisation": localisation_score(...) or None, "calibrated": whether the model carries a calibration}``. Group names: ``"val"``, ``"test"``,
+        "localisation": localisation_score(...) or None, "calibrated": whether the model carries a calibration}``;
+        with ``keep_scores`` also ``"scores": {split: {"labels": [...], "logits": [...]}}`` for a reliability
+        diagram (:func:`ladeda_lib.viz.plot_reliability`). Group names: ``"val"``, ``"test"``,
         ``"test/reddit"``, ….
     Introduced in notebook 05.
     """
@@ -200,7 +203,17 @@ def evaluate_model(
         masked = [s for s in index.samples if s.mask is not None and s.label == 1 and s.split in splits]
         if masked:
             loc = localisation_score(predictor, masked, batch_size=batch_size, device=device, progress=progress)
-    return {"groups": results, "mAP": m_ap, "localisation": loc, "calibrated": predictor.calibration is not None}
+    report = {"groups": results, "mAP": m_ap, "localisation": loc, "calibrated": predictor.calibration is not None}
+    if keep_scores:
+        report["scores"] = {
+            split: {
+                "labels": [s.label for s in groups[split]],
+                "logits": [all_logits[Path(s.path)] for s in groups[split]],
+            }
+            for split in groups
+            if "/" not in split
+        }
+    return report
 
 
 def load_mask(path: str | Path, size: int = INPUT_GEOMETRY.image_size) -> torch.Tensor:
