@@ -14,10 +14,13 @@ Candidates, each exported with the patch map and converted to full int8 by onnx2
 training images and compared with PyTorch on the toy test split:
 
 * ``fused stem`` — the float graph: filter, conv1, conv2 and bn1 as one 5×5 convolution;
-* ``plain`` — the factorised graph (filter · conv1 · conv2 + bn1 folded), as before the fusion;
-* ``float head`` — the same int8 file, but the image logit is the float mean of its dequantized patch map;
-* ``calibrated`` — factorised, with the decision offset and temperature (``ladeda calibrate``) in the graph;
-* ``clamp`` — factorised, patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound.
+* ``factorised`` — filter · conv1 · conv2 (bn1 folded by the converter), as before the fusion;
+* ``+ float head`` — the same int8 file, but the image logit is the float mean of its dequantized patch map;
+* ``+ calibrated`` — the decision offset and temperature (``ladeda calibrate``) in the graph;
+* ``+ clamp`` — patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound (when one keeps
+  every decision on the calibration images);
+* ``+ equalized`` — :func:`ladeda_lib.export.int8.convert_int8` (cross-layer channel equalization), what
+  ``ladeda export`` ships.
 """
 
 from __future__ import annotations
@@ -149,11 +152,10 @@ def main() -> int:
                 if name in ("fused stem", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))
                 print(rows[-1], file=sys.stderr)
-            # what `ladeda export` ships: factorised + bias correction (measured on the calibration images)
-            t0 = time.perf_counter()
-            path, info = convert_int8(model, tmp, f"{kind}_shipped", calib, with_patches=True)
-            name = f"factorised + bias correction ({info['bias_before']:+.3g} → {info['bias_after']:+.3g})"
-            rows.append((kind, name, None, score(model, path, x, y), time.perf_counter() - t0))
+            for name, cal in (("factorised + equalized (shipped)", None), ("... + calibrated", fitted)):
+                t0 = time.perf_counter()
+                path, _ = convert_int8(model, tmp, f"{kind}_{len(rows)}", calib, True, decision_calibration=cal)
+                rows.append((kind, name, None, score(model, path, x, y, cal), time.perf_counter() - t0))
             print(rows[-1], file=sys.stderr)
             print(
                 kind,

@@ -116,3 +116,20 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
     # calibrated: the files' decisions are no longer "everything is fake"
     pytorch_decisions = report.row("pytorch").accuracy
     assert pytorch_decisions is not None and (decision is None or pytorch_decisions > 0.6)
+
+
+def test_equalize_channels_keeps_outputs_and_evens_out_ranges(data):
+    from ladeda_lib.export.int8 import equalize_channels
+
+    calibration, labels, _, _ = data
+    model = stand_in("forensynth_like", calibration, labels)
+    equalized = equalize_channels(model, calibration)
+    x = torch.from_numpy(normalised_images(calibration[:8]))
+    with torch.no_grad():
+        want, got = model.patch_logits(x), equalized.patch_logits(x)
+        stem = equalized.relu(equalized.conv2(equalized.conv1(equalized.preprocess(x)))).amax(dim=(0, 2, 3))
+        before = model.relu(model.bn1(model.conv2(model.conv1(model.preprocess(x))))).amax(dim=(0, 2, 3))
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    live = before > 0
+    spread = lambda v: float(v[live].max() / v[live].min())  # noqa: E731
+    assert spread(stem) < spread(before) and spread(stem) < 3.0

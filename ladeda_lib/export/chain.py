@@ -67,7 +67,6 @@ def export_model(
     decision_calibration: Calibration | None = None,
     record: dict[str, Any] | None = None,
     fuse: bool = True,
-    int8_bias_correction: bool = True,
 ) -> ExportResult:
     """Export ``model`` to ONNX and TFLite, then verify every file against PyTorch.
 
@@ -88,7 +87,6 @@ def export_model(
         record: more facts for the ``.ladeda.json`` records (source checkpoint, int8 calibration data).
         fuse: run Tiny-LaDeDa's filter, ``conv1``, ``conv2`` and ``bn1`` as one 5×5 convolution in the graph
             (identical outputs to ~1e-6, fewer operations; see :func:`~ladeda_lib.runtime.fuse_student_stem`).
-        int8_bias_correction: see :func:`~ladeda_lib.export.int8.convert_int8`.
     Introduced in notebook 07.
     """
     output = Path(output)
@@ -107,9 +105,9 @@ def export_model(
         )
     int8_info: dict[str, Any] = {}
     if "int8" in formats:
-        # factorised graph + bias correction: see ladeda_lib/export/int8.py and benchmarks/int8_study.md
+        # factorised, channel-equalized graph: see ladeda_lib/export/int8.py and benchmarks/int8_study.md
         produced["int8"], int8_info = convert_int8(
-            model, folder, output.stem, calibration, with_patches, nhwc, decision_calibration, int8_bias_correction
+            model, folder, output.stem, calibration, with_patches, nhwc, decision_calibration
         )
         produced = {f: produced[f] for f in formats}
     if len(formats) == 1:

@@ -42,8 +42,6 @@ class ExportableDetector(nn.Module):
       calibrated ones (top-K mean and this affine map commute).
     * ``clamp``: patch logits clipped to ``[-clamp, clamp]`` before pooling (see
       :func:`~ladeda_lib.export.int8.choose_clamp`): bounds the range an int8 file must represent.
-    * ``shift``: added to every patch logit after calibration — the int8 bias correction
-      (:func:`~ladeda_lib.export.int8.convert_int8`).
     """
 
     def __init__(
@@ -54,7 +52,6 @@ class ExportableDetector(nn.Module):
         fuse: bool = True,
         calibration: Calibration | None = None,
         clamp: float | None = None,
-        shift: float = 0.0,
     ) -> None:
         super().__init__()
         fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
@@ -63,14 +60,11 @@ class ExportableDetector(nn.Module):
         self.offset = 0.0 if calibration is None else float(calibration.offset)
         self.temperature = 1.0 if calibration is None else float(calibration.temperature)
         self.clamp = clamp
-        self.shift = float(shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.patch_logits(x)
         if self.offset != 0.0 or self.temperature != 1.0:
             patches = (patches - self.offset) * (1.0 / self.temperature)
-        if self.shift != 0.0:
-            patches = patches + self.shift
         if self.clamp is not None:
             patches = patches.clamp(-self.clamp, self.clamp)
         logit = self.model.pool(patches)
@@ -106,7 +100,6 @@ def export_onnx(
     fuse: bool = True,
     calibration: Calibration | None = None,
     clamp: float | None = None,
-    shift: float = 0.0,
 ) -> Path:
     """Export ``model`` to ONNX: ``input`` (1, 3, S, S) float32 → ``logit`` (1, 1) [, ``patch_logits``].
 
@@ -123,7 +116,7 @@ def export_onnx(
         verify: compare onnxruntime with PyTorch right away.
         rtol: largest allowed difference for ``verify``, relative to the output's magnitude (a published
             checkpoint's logits run into the thousands, where float32 itself differs by more than 1e-4).
-        fuse, calibration, clamp, shift: see :class:`ExportableDetector`.
+        fuse, calibration, clamp: see :class:`ExportableDetector`.
 
     Returns:
         ``path``. Introduced in notebook 07.
@@ -134,9 +127,7 @@ def export_onnx(
     check_writable_folder(path.parent)
     was_training = model.training
     model = model.eval().cpu()
-    wrapper = ExportableDetector(
-        model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp, shift=shift
-    ).eval()
+    wrapper = ExportableDetector(model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp).eval()
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
