@@ -93,7 +93,7 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
         assert float(patches.abs().max()) > 100 and np.median(np.abs(logits)) < 30
         decision = None
     else:
-        assert logits.min() >= 299  # every image "fake" until calibrated
+        assert logits.min() > 100  # every image "fake" until calibrated
         with torch.no_grad():
             raw = model(torch.from_numpy(normalised_images(calibration))).numpy().reshape(-1)
         decision = fit_calibration(raw, calibration_labels.numpy(), {"split": "calibration images"})
