@@ -174,11 +174,19 @@ def markdown_section(results: dict[str, Any]) -> str:
         f"stem alone in onnxruntime; PyTorch eager beside it: {rec['speedup_vs_eager']:.1f}× (eager swings between "
         f"runs, so it is no yardstick). Fastest TFLite file: {fastest['format']} ({fastest['latency_ms']:.2f} ms).",
         "",
-        f"int8 vs float32: int8 runs at {int8_ratio:.2f}× the speed of float32 here. After the fusion the student is "
-        "one 5×5 convolution over 3 channels, a 1×1 and a 3×3 convolution over 8 channels and a head: too few "
-        "channels for int8 kernels to win much on x86 (XNNPACK's float kernels are already vectorised over the 8 "
-        "output channels), while the int8 file adds input quantisation and re-quantisation after every layer. It "
-        "also costs fidelity (see `benchmarks/int8_study.md`). We ship float32; int8 is for integer-only hardware.",
+        f"Cross-check on the quiet end of each row (p10): onnxruntime plain {plain['p10_ms']:.2f} ms against "
+        f"TFLite {RECOMMENDED} {rec['p10_ms']:.2f} ms = {plain['p10_ms'] / rec['p10_ms']:.2f}×.",
+        "",
+        f"int8 vs float32: int8 runs at {int8_ratio:.2f}× the speed of float32 in this run "
+        f"({'faster' if int8_ratio > 1.05 else 'slower' if int8_ratio < 0.95 else 'about as fast'}; on this machine "
+        "the sign of that difference has changed between runs). We still recommend float32, for fidelity rather "
+        "than speed: it equals PyTorch to 1e-6 relative, needs no calibration data, and int8 loses decisions on "
+        "students with large logits (stand-ins for the published checkpoints: 92–99 % agreement, "
+        "`benchmarks/int8_study.md`). int8's own speed is limited on x86: after the fusion the student is one 5×5 "
+        "convolution over 3 channels, a 1×1 and a 3×3 over 8 channels and a head, too few channels for int8 "
+        "kernels to gain much over XNNPACK's float kernels, and the int8 file (converted from the factorised "
+        "graph, see `ladeda_lib/export/int8.py`) adds input quantisation and re-quantisation after every layer. "
+        "Use int8 where the hardware is integer-only, after checking its verification table.",
         *[f"- {n}" for n in results["notes"]],
     ]
     return "\n".join(lines) + "\n"

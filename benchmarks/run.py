@@ -118,7 +118,16 @@ def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict
         "machine; the p10–p90 columns show the spread of this run. Export rows are timed in interleaved blocks, so a "
         "busy moment slows all formats alike and their *ratios* are steadier than their absolute values. The teacher "
         "times, the training epoch and the `ladeda predict` subprocess rest on one or a few samples each and are "
-        "the noisiest; the load average at the start and end of the run is stated above and below.",
+        "the noisiest; the load average at the start and end of the run is stated above and below."
+        + (
+            f" **This run shared the machine** (load average {export.get('load_start', float('nan')):.1f} on "
+            f"{os.cpu_count()} cores when the export rows started): absolute times are inflated, up to several times "
+            "what an idle machine gives (earlier idle runs: onnxruntime about 2.3 ms, PyTorch eager 5–16 ms); read "
+            "the ratios between the interleaved export rows, and treat the eager, preprocessing, training and "
+            "teacher figures as upper bounds."
+            if export.get("load_start", 0.0) > 1.5
+            else ""
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -137,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     student, source = bench_inference.load_student()
     print(f"student weights: {source}", flush=True)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     export = bench_export.run_benchmark(student, runs=runs, threads=args.threads)
+    export["load_start"] = load_start
     print("export formats done", flush=True)
     inference = bench_inference.run(repeats=runs, threads=args.threads)
     print("inference done", flush=True)
