@@ -50,7 +50,12 @@ def student_onnx(tmp_path_factory):
 def test_onnx_runner_loops_over_a_batch_and_matches_pytorch(student_onnx):
     model, path = student_onnx
     runner = load_predictor(path, threads=1)
-    assert isinstance(runner, OnnxPredictor) and OnnxModel is OnnxPredictor and runner.output_names == ["logit", "patch_logits"] and runner.has_patches
+    assert (
+        isinstance(runner, OnnxPredictor)
+        and OnnxModel is OnnxPredictor
+        and runner.output_names == ["logit", "patch_logits"]
+        and runner.has_patches
+    )
     x = torch.randn(3, 3, 256, 256)
     logit, patches = runner(x)
     with torch.no_grad():
