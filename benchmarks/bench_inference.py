@@ -3,9 +3,9 @@
 Measures, on this machine's CPU:
 
 1. batch-1 latency of the Tiny-LaDeDa student (image logit + patch map, (1, 3, 256, 256) input):
-   PyTorch eager · PyTorch optimised (:func:`ladeda_lib.inference.fold_batchnorm` + channels-last +
+   PyTorch eager · PyTorch optimised (:func:`ladeda_lib.runtime.optimize_for_inference`: fused stem, folded BN, channels-last +
    ``inference_mode``, what :class:`~ladeda_lib.inference.InferencePipeline` runs) · onnxruntime
-   (:class:`ladeda_lib.export.OnnxModel` on the same model exported with patches). ``--teacher`` adds the
+   (:func:`ladeda_lib.runtime.load_predictor` on the same model exported with patches). ``--teacher`` adds the
    published-size LaDeDa teacher (width 64; slow);
 2. end-to-end throughput of ``ladeda predict FOLDER --json`` (a subprocess, so Python start-up, imports and
    model loading are included) and of ``InferencePipeline.predict_folder`` (in-process) on a folder of
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,23 +40,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ladeda_lib.inference import InferencePipeline, TorchRunner
+from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
 from ladeda_lib.paths import weights_dir
+from ladeda_lib.runtime import TorchPredictor, latency_samples_ms, quietest_block_median
 
 
 def timings_ms(fn: Callable[[], Any], repeats: int, warmup: int = 10) -> dict[str, float]:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; median / p10 / p90 in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+    """``repeats`` timed calls after ``warmup``: latency by the runtime's rule (median of the quietest of three
+    blocks, ``median_ms``) and the p10 / p90 of all calls, in milliseconds."""
+    samples = latency_samples_ms(fn, repeats, warmup)
+    median = quietest_block_median(samples)
     samples.sort()
     return {
-        "median_ms": statistics.median(samples),
+        "median_ms": median,
         "p10_ms": samples[int(0.1 * (len(samples) - 1))],
         "p90_ms": samples[int(0.9 * (len(samples) - 1))],
         "repeats": repeats,
@@ -87,13 +83,14 @@ def load_student() -> tuple[PatchDetector, str]:
 
 def bench_backends(model: PatchDetector, repeats: int, workdir: Path, threads: int | None = None) -> dict[str, Any]:
     """Batch-1 latency: eager vs optimised PyTorch vs onnxruntime, all returning logit + patch map."""
-    from ladeda_lib.export import OnnxModel, export_onnx
+    from ladeda_lib.export import export_onnx
+    from ladeda_lib.runtime import load_predictor
 
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    eager = TorchRunner(model, optimize=False)
-    fast = TorchRunner(model, optimize=True)
+    eager = TorchPredictor(model, optimize=False, threads=threads)
+    fast = TorchPredictor(model, optimize=True, threads=threads)
     onnx_path = export_onnx(model, workdir / f"{model.arch}.onnx", with_patches=True)
-    ort = OnnxModel(onnx_path, threads=threads)
+    ort = load_predictor(onnx_path, threads=threads)
     x_np = x.numpy()
     # all three agree before they are timed
     ref_logit, ref_patch = eager(x)
@@ -235,7 +232,9 @@ def markdown_section(results: dict[str, Any]) -> str:
             "| backend | median ms | p10–p90 ms | vs onnxruntime |",
             "|---|---:|---:|---:|",
             _row("PyTorch eager", r["pytorch_eager"], ref),
-            _row("PyTorch optimised (BN folded, channels-last, inference_mode)", r["pytorch_optimised"], ref),
+            _row(
+                "PyTorch optimised (fused stem, BN folded, channels-last, inference_mode)", r["pytorch_optimised"], ref
+            ),
             _row("onnxruntime (CPU provider)", r["onnxruntime"], ref),
             "",
             f"Optimised PyTorch is {r['optimised_over_onnxruntime']:.2f}× onnxruntime's latency "

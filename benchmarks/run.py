@@ -81,12 +81,12 @@ def _than(reference: dict[str, Any], row: dict[str, Any]) -> str:
 def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict[str, Any], teacher: dict) -> str:
     """The handful of ratios the README quotes, computed from this run's numbers."""
     by = {(r["backend"], r["format"]): r for r in export["rows"]}
-    eager = by[("PyTorch eager", "float32")]
-    fast = by[("PyTorch optimised (BN folded, channels_last)", "float32")]
-    ort = by[("onnxruntime", "float32")]
-    dr = by[("TFLite (LiteRT)", "dynamic_range")]
-    int8 = by[("TFLite (LiteRT)", "int8")]
-    f32 = by[("TFLite (LiteRT)", "float32")]
+    eager = by[(bench_export.EAGER, "float32")]
+    fast = by[(bench_export.OPTIMISED, "float32")]
+    ort = by[(bench_export.ORT_PLAIN, "float32")]
+    dr = by[(bench_export.TFLITE, bench_export.RECOMMENDED)]
+    int8 = by[(bench_export.TFLITE, "int8")]
+    f32 = by[(bench_export.TFLITE, "float32")]
     pre = inference["preprocessing"]
     pre_ms = pre["decode"]["median_ms"] + pre["resize_to_256"]["median_ms"] + pre["normalise"]["median_ms"]
     t16, t64 = teacher[16]["median_ms"], teacher[64]["median_ms"]
@@ -95,12 +95,13 @@ def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict
     lines = [
         "## Key ratios",
         "",
-        f"- The recommended file, TFLite dynamic range, runs the student in **{dr['latency_ms']:.2f} ms** per image "
-        f"(batch 1, {export['threads']} threads): {_than(eager, dr)} PyTorch eager, "
-        f"{_than(fast, dr)} optimised PyTorch and {_than(ort, dr)} onnxruntime.",
+        f"- The recommended file, TFLite {bench_export.RECOMMENDED} with the fused stem, runs the student in "
+        f"**{dr['latency_ms']:.2f} ms** per image (batch 1, {export['threads']} threads): {_than(ort, dr)} "
+        f"onnxruntime on the plain float graph (goal ≥ 1.9×), {_than(fast, dr)} optimised PyTorch and "
+        f"{_than(eager, dr)} PyTorch eager (eager swings between runs; no yardstick).",
         f"- Full int8 TFLite: {int8['latency_ms']:.2f} ms ({f32['latency_ms'] / int8['latency_ms']:.1f}× the speed "
         f"of TFLite float32, {int8['size_bytes'] / f32['size_bytes']:.2f}× its size).",
-        f"- Optimised PyTorch (BatchNorm folded, channels-last) is {eager['latency_ms'] / fast['latency_ms']:.1f}× "
+        f"- Optimised PyTorch (fused stem, BatchNorm folded, channels-last) is {eager['latency_ms'] / fast['latency_ms']:.1f}× "
         "faster than eager PyTorch.",
         f"- The student in TFLite is {t16 / dr['latency_ms']:.0f}× faster than the compact teacher "
         f"(width 16, {t16:.0f} ms eager) and {t64 / dr['latency_ms']:.0f}× faster than the published-size teacher "
@@ -117,7 +118,16 @@ def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict
         "machine; the p10–p90 columns show the spread of this run. Export rows are timed in interleaved blocks, so a "
         "busy moment slows all formats alike and their *ratios* are steadier than their absolute values. The teacher "
         "times, the training epoch and the `ladeda predict` subprocess rest on one or a few samples each and are "
-        "the noisiest; the load average at the start and end of the run is stated above and below.",
+        "the noisiest; the load average at the start and end of the run is stated above and below."
+        + (
+            f" **This run shared the machine** (load average {export.get('load_start', float('nan')):.1f} on "
+            f"{os.cpu_count()} cores when the export rows started): absolute times are inflated, up to several times "
+            "what an idle machine gives (earlier idle runs: onnxruntime about 2.3 ms, PyTorch eager 5–16 ms); read "
+            "the ratios between the interleaved export rows, and treat the eager, preprocessing, training and "
+            "teacher figures as upper bounds."
+            if export.get("load_start", 0.0) > 1.5
+            else ""
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -136,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     student, source = bench_inference.load_student()
     print(f"student weights: {source}", flush=True)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     export = bench_export.run_benchmark(student, runs=runs, threads=args.threads)
+    export["load_start"] = load_start
     print("export formats done", flush=True)
     inference = bench_inference.run(repeats=runs, threads=args.threads)
     print("inference done", flush=True)

@@ -44,10 +44,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "two-stage fine-tuning: stage 1 fc only, stage 2 layer1 + fc (default output weights/two_stage)",
     ),
     "evaluate": (
-        "ladeda_lib.distill.cli",
+        "ladeda_lib.evaluation",
         "accuracy, AP, AUC, real/fake accuracy per split and platform, and heatmap localisation",
     ),
-    "predict": ("ladeda_lib.inference", "score images or folders with a checkpoint, .onnx or .tflite model"),
+    "calibrate": (
+        "ladeda_lib.calibration",
+        "fit a decision offset and temperature on labelled images; write a calibrated checkpoint",
+    ),
+    "predict": ("ladeda_lib.inference_cli", "score images or folders with a checkpoint, .onnx or .tflite model"),
     "export": ("ladeda_lib.export.cli", "export a checkpoint to ONNX and (quantized) TFLite, and verify every file"),
     "robustness": (
         "ladeda_lib.robustness",

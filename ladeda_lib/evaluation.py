@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ladeda_lib.geometry import INPUT_GEOMETRY, upsample_patch_map
+from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry, upsample_patch_map
 from ladeda_lib.models import PatchDetector
+from ladeda_lib.runtime import Predictor, geometry_for_grid, load_predictor, predict_logits, resolve_device
 
-METRIC_NAMES = ("accuracy", "ap", "auc", "real_acc", "fake_acc")
+METRIC_NAMES = ("accuracy", "ap", "auc", "real_acc", "fake_acc", "ece")
 
 
 def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: Any, threshold: float = 0.5) -> dict:
@@ -44,7 +45,8 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
         threshold: decision threshold on the probability.
 
     Returns:
-        dict with ``accuracy``, ``ap``, ``auc``, ``real_acc``, ``fake_acc`` (floats; ``nan`` when undefined)
+        dict with ``accuracy``, ``ap``, ``auc``, ``real_acc``, ``fake_acc``, ``ece`` (expected calibration error
+        of the probabilities, 10 bins; see :mod:`ladeda_lib.calibration`) (floats; ``nan`` when undefined)
         and the counts ``n``, ``n_real``, ``n_fake``.
     """
     from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
@@ -55,6 +57,8 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
         raise ValueError(f"labels {y.shape} and logits {z.shape} must have the same length")
     prob = 1.0 / (1.0 + np.exp(-np.clip(z, -80, 80)))
     pred = (prob >= threshold).astype(np.int64)
+    from ladeda_lib.calibration import expected_calibration_error
+
     real, fake = y == 0, y == 1
     both = bool(real.any() and fake.any())
     return {
@@ -63,6 +67,7 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
         "auc": float(roc_auc_score(y, prob)) if both else math.nan,
         "real_acc": float((pred[real] == 0).mean()) if real.any() else math.nan,
         "fake_acc": float((pred[fake] == 1).mean()) if fake.any() else math.nan,
+        "ece": expected_calibration_error(y, prob) if len(y) else math.nan,
         "n": int(len(y)),
         "n_real": int(real.sum()),
         "n_fake": int(fake.sum()),
@@ -108,12 +113,16 @@ def predict(
     return torch.cat(logits), (torch.cat(patches) if keep_patches else None)
 
 
-def _as_model(model: PatchDetector | str | Path) -> PatchDetector:
-    if isinstance(model, PatchDetector):
+def _as_predictor(model: Any, device: str | torch.device = "cpu", threads: int | None = None) -> Predictor:
+    """A :class:`~ladeda_lib.runtime.Predictor` for a model, a checkpoint or an exported file (or itself)."""
+    if isinstance(model, Predictor):
         return model
-    from ladeda_lib.checkpoints import load_checkpoint
+    return load_predictor(model, threads=threads, device=device)
 
-    return load_checkpoint(model).model
+
+def _predictor_geometry(predictor: Predictor, grid: int) -> PatchGeometry:
+    model = getattr(predictor, "model", None)
+    return model.geometry() if isinstance(model, PatchDetector) else geometry_for_grid(grid)
 
 
 def _as_index(data: Any):
@@ -140,7 +149,7 @@ def evaluation_groups(index: Any, splits: Sequence[str] = ("val", "test")) -> di
 
 
 def evaluate_model(
-    model: PatchDetector | str | Path,
+    model: PatchDetector | Predictor | str | Path,
     data: Any = None,
     splits: Sequence[str] = ("val", "test"),
     batch_size: int = 32,
@@ -149,11 +158,15 @@ def evaluate_model(
     progress: bool = True,
     localisation: bool = True,
     threshold: float = 0.5,
+    threads: int | None = None,
+    keep_scores: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of a teacher or student per split and per test platform.
+    """Metrics of a teacher or student — in any format — per split and per test platform.
 
     Args:
-        model: a :class:`~ladeda_lib.models.PatchDetector` (moved to ``device``) or a checkpoint path.
+        model: a :class:`~ladeda_lib.models.PatchDetector` (run optimised on ``device``), a
+            :class:`~ladeda_lib.runtime.Predictor`, or a file: checkpoint, published state_dict, ``.onnx`` or
+            ``.tflite`` (:func:`~ladeda_lib.runtime.load_predictor`). A calibrated checkpoint is scored calibrated.
         data: dataset root, a :class:`~ladeda_lib.data.DatasetIndex`, or None for the toy set.
         splits: which splits to score (``"train"`` can be added).
         cache_dir: image-tensor cache (None = decode every time).
@@ -161,13 +174,15 @@ def evaluate_model(
 
     Returns:
         ``{"groups": {name: binary_metrics}, "mAP": mean AP over test platforms (or nan),
-        "localisation": localisation_score(...) or None}``. Group names: ``"val"``, ``"test"``,
+        "localisation": localisation_score(...) or None, "calibrated": whether the model carries a calibration}``;
+        with ``keep_scores`` also ``"scores": {split: {"labels": [...], "logits": [...]}}`` for a reliability
+        diagram (:func:`ladeda_lib.viz.plot_reliability`). Group names: ``"val"``, ``"test"``,
         ``"test/reddit"``, ….
     Introduced in notebook 05.
     """
     from ladeda_lib.data.tensors import load_tensors
 
-    net = _as_model(model).to(device)
+    predictor = _as_predictor(model, device, threads)
     index = _as_index(data)
     groups = evaluation_groups(index, splits)
     if not groups:
@@ -177,7 +192,7 @@ def evaluate_model(
     all_logits: dict[Path, float] = {}
     for split in [g for g in groups if "/" not in g]:
         tensors = load_tensors(groups[split], cache_dir=cache_dir, progress=progress)
-        logits, _ = predict(net, tensors.images, batch_size, device, progress, desc=f"evaluate {split}")
+        logits, _ = predict_logits(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT))
         for sample, logit in zip(tensors.samples, logits.tolist(), strict=True):
             all_logits[Path(sample.path)] = logit
     for name, samples in groups.items():
@@ -189,8 +204,18 @@ def evaluate_model(
     if localisation:
         masked = [s for s in index.samples if s.mask is not None and s.label == 1 and s.split in splits]
         if masked:
-            loc = localisation_score(net, masked, batch_size=batch_size, device=device, progress=progress)
-    return {"groups": results, "mAP": m_ap, "localisation": loc}
+            loc = localisation_score(predictor, masked, batch_size=batch_size, device=device, progress=progress)
+    report = {"groups": results, "mAP": m_ap, "localisation": loc, "calibrated": predictor.calibration is not None}
+    if keep_scores:
+        report["scores"] = {
+            split: {
+                "labels": [s.label for s in groups[split]],
+                "logits": [all_logits[Path(s.path)] for s in groups[split]],
+            }
+            for split in groups
+            if "/" not in split
+        }
+    return report
 
 
 def load_mask(path: str | Path, size: int = INPUT_GEOMETRY.image_size) -> torch.Tensor:
@@ -213,7 +238,7 @@ def pixel_auc(heatmap: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def localisation_score(
-    model: PatchDetector | str | Path,
+    model: PatchDetector | Predictor | str | Path,
     samples: Sequence[Any],
     batch_size: int = 32,
     device: str | torch.device = "cpu",
@@ -232,14 +257,17 @@ def localisation_score(
     """
     from ladeda_lib.data.tensors import load_tensors
 
-    net = _as_model(model)
+    predictor = _as_predictor(model, device)
     samples = [s for s in samples if s.mask is not None]
     if not samples:
         raise ValueError("localisation_score needs samples with ground-truth masks (spliced fakes of the toy set)")
     size = INPUT_GEOMETRY.image_size
     tensors = load_tensors(samples, progress=False)
-    _, patches = predict(net, tensors.images, batch_size, device, progress, desc="localisation", keep_patches=True)
-    heatmaps = upsample_patch_map(patches, net.geometry(), size)[:, 0]  # (N, S, S)
+    _, patches = predict_logits(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT), keep_patches=True)
+    if patches is None:
+        raise ValueError("localisation needs the patch map; this exported file has none (export it --with-patches)")
+    patches = torch.from_numpy(patches)
+    heatmaps = upsample_patch_map(patches, _predictor_geometry(predictor, patches.shape[-1]), size)[:, 0]
     masks = torch.stack([load_mask(s.mask, size) for s in samples])
     per_image = [pixel_auc(h, m) for h, m in zip(heatmaps, masks, strict=True)]
     # Pooled AUC on a fixed pixel subsample (every 4th row and column) to keep it fast; per-image AUC uses all.
@@ -257,11 +285,11 @@ def _fmt(v: float) -> str:
 def format_report(report: dict[str, Any], title: str = "") -> str:
     """A plain-text table of :func:`evaluate_model`'s result (one row per group)."""
     lines = [title] if title else []
-    lines.append(f"{'group':<16} {'n':>5} {'acc':>6} {'AP':>6} {'AUC':>6} {'real':>6} {'fake':>6}")
+    lines.append(f"{'group':<16} {'n':>5} {'acc':>6} {'AP':>6} {'AUC':>6} {'real':>6} {'fake':>6} {'ECE':>6}")
     for name, m in report["groups"].items():
         lines.append(
             f"{name:<16} {m['n']:>5} {_fmt(m['accuracy']):>6} {_fmt(m['ap']):>6} {_fmt(m['auc']):>6} "
-            f"{_fmt(m['real_acc']):>6} {_fmt(m['fake_acc']):>6}"
+            f"{_fmt(m['real_acc']):>6} {_fmt(m['fake_acc']):>6} {_fmt(m.get('ece', math.nan)):>6}"
         )
     if not math.isnan(report.get("mAP", math.nan)):
         lines.append(f"mAP over test platforms: {report['mAP']:.3f}")
@@ -285,17 +313,12 @@ def _json_safe(value: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ladeda_lib.distill.config import resolve_device
-
     device = resolve_device(args.device)
     out: dict[str, Any] = {}
     for path in args.model:
-        from ladeda_lib.checkpoints import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        model = ckpt.model.to(device)
+        predictor = load_predictor(path, threads=args.threads, device=device)
         report = evaluate_model(
-            model,
+            predictor,
             args.data,
             splits=args.splits,
             batch_size=args.batch_size,
@@ -304,7 +327,10 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             localisation=not args.no_localisation,
         )
-        print(format_report(report, f"{path} ({ckpt.arch}, {model.num_parameters():,} parameters)"))
+        model = getattr(predictor, "model", None)
+        what = f"{model.arch}, {model.num_parameters():,} parameters" if model is not None else predictor.backend
+        calibrated = "calibrated" if predictor.calibration is not None else "no calibration record"
+        print(format_report(report, f"{path} ({what}; {calibrated})"))
         print()
         out[str(path)] = report
     if args.json:
@@ -318,11 +344,17 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="accuracy, AP, AUC, real/fake accuracy per split and platform, and heatmap localisation"
     )
-    p.add_argument("--model", nargs="+", required=True, help="checkpoint(s): teacher or student, ours or published")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        help="model file(s): checkpoint (ours or published), .onnx or .tflite; each scored per split and platform",
+    )
     p.add_argument("--data", default=None, help="dataset root (default: the toy set, generated if absent)")
     p.add_argument("--splits", nargs="+", default=["val", "test"], help="splits to score (default: val test)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (PyTorch models)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the model's backend (default: PyTorch's)")
     p.add_argument("--cache-dir", default=None, help="image-tensor cache folder (default: none)")
     p.add_argument("--no-localisation", action="store_true", help="skip the heatmap localisation score")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")

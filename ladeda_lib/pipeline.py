@@ -355,29 +355,13 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
 
 def _evaluate_exported(index: Any, files: list[Path], cache: Path, progress: bool) -> dict[str, dict[str, Any]]:
-    """Metrics per split/platform of each exported file, run with onnxruntime or the LiteRT interpreter."""
-    import numpy as np
+    """Metrics per split/platform of each exported file (``evaluate_model`` runs any format)."""
+    from ladeda_lib.evaluation import evaluate_model
 
-    from ladeda_lib.data import load_tensors, normalize_uint8
-    from ladeda_lib.evaluation import binary_metrics, evaluation_groups
-    from ladeda_lib.export import load_runner
-
-    groups = evaluation_groups(index)
-    splits = {name: load_tensors(groups[name], cache_dir=cache, progress=False) for name in groups if "/" not in name}
     results: dict[str, dict[str, Any]] = {}
     for path in files:
-        runner = load_runner(path)
-        logits_by_path: dict[Path, float] = {}
-        for tensors in splits.values():
-            for start in range(0, len(tensors.samples), 16):
-                x = normalize_uint8(tensors.images[start : start + 16]).numpy().astype(np.float32)
-                logits, _ = runner(x)
-                for sample, logit in zip(tensors.samples[start : start + 16], logits.reshape(-1), strict=True):
-                    logits_by_path[Path(sample.path)] = float(logit)
-        results[path.name] = {
-            name: binary_metrics([s.label for s in samples], [logits_by_path[Path(s.path)] for s in samples])
-            for name, samples in groups.items()
-        }
+        report = evaluate_model(path, index, cache_dir=cache, progress=False, localisation=False)
+        results[path.name] = report["groups"]
         if progress:
             print(f"    scored {path.name}")
     return results

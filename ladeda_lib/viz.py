@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry, upsample_patch_map
-from ladeda_lib.inference import InferencePipeline, geometry_for_grid
+from ladeda_lib.inference import InferencePipeline
+from ladeda_lib.runtime import geometry_for_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -76,7 +77,7 @@ def place_heatmap(
     """Patch logits (h, w) → patch fake-probabilities on the image's own pixels, (H, W) float32 in [0, 1].
 
     ``image_size`` is (W, H). The map is placed on the ``input_size`` model grid by the receptive-field
-    geometry (default: :func:`~ladeda_lib.inference.geometry_for_grid` of its side), then resized to (H, W)
+    geometry (default: :func:`~ladeda_lib.runtime.geometry_for_grid` of its side), then resized to (H, W)
     — the inverse of the resize that produced the model input.
     """
     patch = torch.as_tensor(np.asarray(patch_heatmap, dtype=np.float32))
@@ -139,6 +140,8 @@ def render_heatmap(
     threshold = float(result["threshold"] if threshold is None else threshold)
     probability = float(result["fake_probability"])
     verdict = "FAKE" if probability >= threshold else "REAL"
+    if result.get("verdict") == "unsure":
+        verdict = "UNSURE"
     heat = result.get("patch_heatmap")
     placed = None if heat is None else place_heatmap(heat, pil.size, geometry)
 
@@ -211,6 +214,38 @@ def visualize_heatmap(
     fig = render_heatmap(image, result, alpha=alpha, cmap=cmap, geometry=geometry, mask=mask)
     out.write_bytes(figure_to_png(fig, dpi=100))
     return out
+
+
+def plot_reliability(
+    curves: Mapping[str, tuple[Any, Any]], bins: int = 10, title: str = "Reliability diagram"
+) -> Figure:
+    """Reliability diagram: for each model, fraction of fakes against mean p(fake) per probability bin.
+
+    ``curves`` maps a name to ``(labels (N,) 0/1, fake probabilities (N,))``; each name's legend entry carries
+    its expected calibration error (ECE). The diagonal is perfect calibration; a curve below it is
+    over-confident about "fake". Introduced in notebook 05.
+    """
+    from matplotlib.figure import Figure
+
+    from ladeda_lib.calibration import expected_calibration_error, reliability_bins
+
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    for name, (labels, probabilities) in curves.items():
+        rows = [r for r in reliability_bins(labels, probabilities, bins) if r["count"]]
+        ece = expected_calibration_error(labels, probabilities, bins)
+        ax.plot(
+            [r["confidence"] for r in rows], [r["frequency"] for r in rows], marker="o", label=f"{name} (ECE {ece:.3f})"
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted p(fake) in bin")
+    ax.set_ylabel("fraction of fakes in bin")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -143,3 +143,22 @@ def test_predict_caps_cpu_batches(monkeypatch):
     seen.clear()
     evaluation.predict(TinyLaDeDa(), images, batch_size=4)
     assert seen == [4, 4, 4, 4, 1]
+
+
+def test_evaluate_any_format_with_scores_and_ece(tiny_toy, tmp_path):
+    from ladeda_lib.export import export_onnx
+    from ladeda_lib.viz import plot_reliability
+
+    torch.manual_seed(0)
+    model = TinyLaDeDa()
+    onnx = export_onnx(model, tmp_path / "Student.ONNX", with_patches=True)  # suffix case does not matter
+    torch_report = evaluate_model(model, tiny_toy, progress=False, localisation=False, keep_scores=True)
+    onnx_report = evaluate_model(onnx, tiny_toy, progress=False, keep_scores=True)
+    for group, metrics in torch_report["groups"].items():
+        assert onnx_report["groups"][group]["ap"] == pytest.approx(metrics["ap"], abs=1e-6)
+        assert 0.0 <= metrics["ece"] <= 1.0
+    assert onnx_report["localisation"]["n_images"] >= 1 and onnx_report["calibrated"] is False
+    scores = torch_report["scores"]["test"]
+    probabilities = 1 / (1 + np.exp(-np.array(scores["logits"])))
+    fig = plot_reliability({"student": (scores["labels"], probabilities)})
+    assert "ECE" in fig.axes[0].get_legend().get_texts()[1].get_text()

@@ -141,7 +141,7 @@ def test_report_is_written_and_a_failed_check_is_reported(chain):
     text = md.read_text()
     assert "| int8 | int8 1×3×256×256 q(" in text and "FAIL" not in text
     assert '"passed": true' in js.read_text()
-    strict = Tolerances(float16_max_abs=1e-9)
+    strict = Tolerances(float16_max_rel=1e-9)
     failing = verify_exports(
         chain["model"],
         {"float16": chain["files"]["float16"]},

@@ -222,7 +222,3 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     add_config_flags(p, TwoStageTrainConfig)
     _common_flags(p)
     p.set_defaults(func=_train_two_stage)
-
-    from ladeda_lib import evaluation
-
-    evaluation.register_cli(subparsers)

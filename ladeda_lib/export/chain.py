@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ladeda_lib.export.errors import ExportError
+from ladeda_lib.export.int8 import convert_int8
 from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import QUANTIZATIONS, convert_to_tflite
 from ladeda_lib.export.verify import Tolerances, VerificationReport, verify_exports
 from ladeda_lib.models import PatchDetector
+from ladeda_lib.runtime import Calibration, write_sidecar
 
 #: ``--quantization`` choices: "none" is the float32 file, "all" every format.
 QUANTIZATION_CHOICES = ("none", "float16", "dynamic_range", "int8", "all")
@@ -61,6 +64,9 @@ def export_model(
     latency_runs: int = 30,
     threads: int | None = None,
     progress: bool = True,
+    decision_calibration: Calibration | None = None,
+    record: dict[str, Any] | None = None,
+    fuse: bool = True,
 ) -> ExportResult:
     """Export ``model`` to ONNX and TFLite, then verify every file against PyTorch.
 
@@ -76,6 +82,11 @@ def export_model(
         nhwc: TFLite input (1, 256, 256, 3) instead of (1, 3, 256, 256).
         with_patches: also export the patch-logit map.
         tolerances, latency_runs, threads, progress: passed to :func:`verify_exports`.
+        decision_calibration: a decision offset and temperature (``ladeda calibrate``) to bake into every file; the
+            files' logits are then the calibrated ones, and each file's ``<file>.ladeda.json`` records it.
+        record: more facts for the ``.ladeda.json`` records (source checkpoint, int8 calibration data).
+        fuse: run Tiny-LaDeDa's filter, ``conv1``, ``conv2`` and ``bn1`` as one 5×5 convolution in the graph
+            (identical outputs to ~1e-6, fewer operations; see :func:`~ladeda_lib.runtime.fuse_student_stem`).
     Introduced in notebook 07.
     """
     output = Path(output)
@@ -83,16 +94,48 @@ def export_model(
         raise ExportError(f"--output must name a .tflite file (got {output}); the .onnx is written next to it")
     formats = formats_for(quantization)
     folder = check_writable_folder(output.parent)
-    onnx_path = export_onnx(model, folder / f"{output.stem}.onnx", with_patches=with_patches)
-    produced = convert_to_tflite(onnx_path, folder, formats, calibration=calibration, nhwc=nhwc, stem=output.stem)
+    onnx_path = export_onnx(
+        model, folder / f"{output.stem}.onnx", with_patches=with_patches, fuse=fuse, calibration=decision_calibration
+    )
+    float_formats = tuple(f for f in formats if f != "int8")
+    produced = {}
+    if float_formats:
+        produced = convert_to_tflite(
+            onnx_path, folder, float_formats, calibration=calibration, nhwc=nhwc, stem=output.stem
+        )
+    int8_info: dict[str, Any] = {}
+    if "int8" in formats:
+        # factorised, channel-equalized graph: see ladeda_lib/export/int8.py and benchmarks/int8_study.md
+        produced["int8"], int8_info = convert_int8(
+            model, folder, output.stem, calibration, with_patches, nhwc, decision_calibration
+        )
+        produced = {f: produced[f] for f in formats}
     if len(formats) == 1:
         single = produced[formats[0]]
         single.replace(output)
         produced = {formats[0]: output}
     result = ExportResult(onnx_path, produced)
+    facts = {
+        "arch": model.arch,
+        "config": model.config(),
+        "calibration": None if decision_calibration is None else decision_calibration.to_dict(),
+        **(record or {}),
+    }
+    for fmt, path in result.files.items():
+        graph = "factorised stem" if fmt == "int8" or not fuse else "fused stem"
+        extra = int8_info if fmt == "int8" else {}
+        write_sidecar(path, {**facts, "format": fmt, "graph": graph, **extra})
     if eval_images is not None:
         result.report = verify_exports(
-            model, result.files, eval_images, eval_labels, tolerances, latency_runs, threads, progress=progress
+            model,
+            result.files,
+            eval_images,
+            eval_labels,
+            tolerances,
+            latency_runs,
+            threads,
+            progress=progress,
+            calibration=decision_calibration,
         )
         result.report_files = result.report.write(folder, output.stem)
     return result

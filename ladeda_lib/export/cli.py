@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     from ladeda_lib.export.chain import export_model, formats_for, load_export_images
     from ladeda_lib.export.errors import ExportError
     from ladeda_lib.export.verify import Tolerances
+    from ladeda_lib.runtime import NO_CALIBRATION_NOTE, Calibration
 
     model_path = Path(args.model) if args.model else paths.project_root() / DEFAULT_MODEL
     if not model_path.exists():
@@ -34,6 +35,16 @@ def _run(args: argparse.Namespace) -> int:
     formats = formats_for(args.quantization)
 
     calibration = eval_images = eval_labels = None
+    decision = Calibration.from_dict(ckpt.metadata.get("calibration"))
+    if decision is None:
+        print(f"ladeda export: note: {model_path}: {NO_CALIBRATION_NOTE}", file=sys.stderr)
+    if ckpt.published and args.data is None and "int8" in formats:
+        print(
+            "ladeda export: warning: the int8 file of a published checkpoint is calibrated on the toy images, "
+            "whose activations differ from real photographs (the WildRF student's patch logits span about "
+            "±400 there); pass --data with images like the ones you will score.",
+            file=sys.stderr,
+        )
     if args.data is not None or "int8" in formats or not args.no_verify:
         data = args.data
         if data is None:
@@ -60,6 +71,11 @@ def _run(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
         threads=args.threads,
         progress=not args.quiet,
+        decision_calibration=decision,
+        record={
+            "source": str(model_path),
+            "int8_calibration_data": str(args.data or "toy dataset") if "int8" in formats else None,
+        },
     )
     print(f"ONNX:   {result.onnx}")
     for fmt, path in result.tflite.items():
@@ -100,7 +116,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "the .onnx and the verification report go next to it",
     )
     p.add_argument(
-        "--data", help="dataset for calibration (train split) and verification (test split); default: the toy dataset"
+        "--data",
+        help="dataset for int8 calibration (train split) and verification (test split); default: the toy dataset "
+        "(use your own images for a published checkpoint)",
     )
     p.add_argument("--calibration-count", type=int, default=100, help="training images for int8 calibration")
     p.add_argument("--eval-count", type=int, default=None, help="cap on held-out images used for verification")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,30 +23,33 @@ import torch
 from tqdm.auto import tqdm
 
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.runners import load_runner
 from ladeda_lib.export.tflite import normalised_images
 from ladeda_lib.models import PatchDetector
+from ladeda_lib.runtime import Calibration, load_predictor, measure_latency_ms, resolve_threads
 
 
 @dataclass(frozen=True)
 class Tolerances:
     """What each format must achieve against PyTorch (``threshold`` is on the fake probability).
 
-    ``max_abs`` bounds max |Δ logit|; ``agreement`` is the smallest fraction of images with the same
-    decision. None means "reported, not checked".
+    ``max_rel`` bounds max |Δ logit| *relative to the logit magnitude* — divided by
+    :func:`logit_scale` (the largest |patch logit| of the reference, at least 1): float32 itself differs by
+    about 1e-7 of the largest value it sums, so a checkpoint whose logits run into the thousands needs a
+    relative tolerance. ``agreement`` is the smallest fraction of images with the same decision (what
+    matters). None means "reported, not checked".
     """
 
     threshold: float = 0.5
-    onnx_max_abs: float | None = 1e-4
-    float32_max_abs: float | None = 1e-4
-    float16_max_abs: float | None = 1e-2
-    dynamic_range_max_abs: float | None = None
+    onnx_max_rel: float | None = 1e-4
+    float32_max_rel: float | None = 1e-4
+    float16_max_rel: float | None = 1e-2
+    dynamic_range_max_rel: float | None = None
     dynamic_range_agreement: float | None = 0.99
     int8_agreement: float | None = 0.99
 
     def limits(self, fmt: str) -> tuple[float | None, float | None]:
-        """(max_abs, agreement) limits for a format name ("onnx", "float32", …)."""
-        return getattr(self, f"{fmt}_max_abs", None), getattr(self, f"{fmt}_agreement", None)
+        """(max_rel, agreement) limits for a format name ("onnx", "float32", …)."""
+        return getattr(self, f"{fmt}_max_rel", None), getattr(self, f"{fmt}_agreement", None)
 
     @property
     def logit_threshold(self) -> float:
@@ -68,6 +70,8 @@ class FormatResult:
     mean_abs: float | None = None
     agreement: float | None = None
     patch_cosine: float | None = None
+    patch_rel_error: float | None = None
+    max_rel: float | None = None
     accuracy: float | None = None
     ap: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,11 +121,13 @@ class VerificationReport:
             return "–" if value is None else format(value, fmt)
 
         lines = [
-            f"Parity on {self.num_images} held-out images; decision threshold p = {self.tolerances.threshold}.",
+            f"Parity on {self.num_images} held-out images; decision threshold p = {self.tolerances.threshold}; "
+            "relative Δ = |Δ logit| / the largest |patch logit| of the reference (at least 1); patch rel. "
+            "error = ‖Δ patch map‖ / ‖patch map‖.",
             "",
-            "| format | input | size (KiB) | latency (ms) | max abs Δlogit | mean abs Δlogit | agreement | "
-            "patch cosine | accuracy | AP | check |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|",
+            "| format | input | size (KiB) | latency (ms) | max abs Δlogit | max rel Δlogit | agreement | "
+            "patch cosine | patch rel. error | accuracy | AP | check |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|",
         ]
         for r in self.rows:
             inputs = r.io.get("inputs", [{}])
@@ -131,8 +137,9 @@ class VerificationReport:
             io = f"{first.get('dtype', 'float32')} {shape}{quant}" if r.io else "float32 (B×3×H×W)"
             size = "–" if r.size_bytes is None else f"{r.size_bytes / 1024:.1f}"
             lines.append(
-                f"| {r.format} | {io} | {size} | {r.latency_ms:.2f} | {num(r.max_abs, '.2e')} | {num(r.mean_abs, '.2e')} | "
-                f"{num(r.agreement, '.2%')} | {num(r.patch_cosine, '.5f')} | {num(r.accuracy, '.3f')} | "
+                f"| {r.format} | {io} | {size} | {r.latency_ms:.2f} | {num(r.max_abs, '.2e')} | {num(r.max_rel, '.2e')} | "
+                f"{num(r.agreement, '.2%')} | {num(r.patch_cosine, '.5f')} | {num(r.patch_rel_error, '.2e')} | "
+                f"{num(r.accuracy, '.3f')} | "
                 f"{num(r.ap, '.3f')} | {'pass' if r.passed else 'FAIL'} |"
             )
         if self.failures:
@@ -148,25 +155,6 @@ class VerificationReport:
         return md, js
 
 
-def median_latency_ms(fn: Callable[[], Any], runs: int = 30, warmup: int = 3, blocks: int = 3) -> float:
-    """Batch-1 latency of ``fn()`` in milliseconds: ``runs`` timed calls after ``warmup`` calls, in ``blocks``
-    consecutive blocks; returns the median of the quietest block.
-
-    On a shared machine a burst of outside load can slow a whole stretch of calls (measured: onnxruntime 7 ms
-    instead of 2.3 ms in one of three identical runs); the quietest block's median is the closest to what the
-    backend itself costs, and equals the plain median when nothing interferes.
-    """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    size = max(1, -(-len(times) // max(1, blocks)))
-    return float(min(np.median(times[i : i + size]) for i in range(0, len(times), size)) * 1000)
-
-
 def _metrics(
     logits: np.ndarray, labels: np.ndarray | None, logit_threshold: float
 ) -> tuple[float | None, float | None]:
@@ -178,6 +166,17 @@ def _metrics(
     accuracy = float(accuracy_score(labels, scores >= logit_threshold))
     ap = float(average_precision_score(labels, scores)) if len(np.unique(labels)) == 2 else None
     return accuracy, ap
+
+
+def logit_scale(patch_logits: np.ndarray) -> float:
+    """The magnitude parity is judged against: the largest |patch logit| of the reference, at least 1."""
+    return max(1.0, float(np.abs(patch_logits).max())) if patch_logits.size else 1.0
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖ over all images and patches (patch-map fidelity; 0 = identical)."""
+    norm = float(np.linalg.norm(b.astype(np.float64)))
+    return float(np.linalg.norm((a - b).astype(np.float64))) / max(norm, 1e-30)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -197,6 +196,7 @@ def verify_exports(
     threads: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    calibration: Calibration | None = None,
 ) -> VerificationReport:
     """Check every exported file against ``model`` on ``images``.
 
@@ -207,10 +207,11 @@ def verify_exports(
         images: held-out images (N, 3, 256, 256), uint8 (normalised here like training) or normalised float.
         labels: (N,) 0 real / 1 fake to also report accuracy and AP per format.
         tolerances: limits per format (default :class:`Tolerances`).
-        latency_runs: batch-1 calls timed per format (see :func:`median_latency_ms`); 0 skips timing.
-        threads: threads for every backend (None: each backend's default).
+        latency_runs: batch-1 calls timed per format (see :func:`~ladeda_lib.runtime.measure_latency_ms`); 0 skips timing.
+        threads: threads for every backend (None: :func:`~ladeda_lib.runtime.resolve_threads`).
         batch_size: PyTorch reference batch size.
         progress: show a progress bar over the files.
+        calibration: the calibration baked into the exported graphs (applied to the PyTorch reference).
 
     Returns:
         a :class:`VerificationReport`; ``report.passed`` is False when any check failed.
@@ -224,6 +225,7 @@ def verify_exports(
     if y is not None and len(y) != len(x):
         raise ExportError(f"{len(x)} images but {len(y)} labels")
     model = model.eval()
+    threads = resolve_threads(threads)
     one = torch.from_numpy(x[:1])
     with torch.no_grad():
         outs = [
@@ -231,35 +233,40 @@ def verify_exports(
         ]
         ref_logit = torch.cat([o[0] for o in outs]).numpy()
         ref_patch = torch.cat([o[1] for o in outs]).numpy()
+        if calibration is not None:  # the exported graphs carry the calibration: compare like with like
+            ref_logit, ref_patch = calibration.apply(ref_logit), calibration.apply(ref_patch)
         old_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         try:
-            torch_latency = median_latency_ms(lambda: model(one), latency_runs) if latency_runs else math.nan
+            torch_latency = measure_latency_ms(lambda: model(one), latency_runs) if latency_runs else math.nan
         finally:
             torch.set_num_threads(old_threads)
     accuracy, ap = _metrics(ref_logit, y, tol.logit_threshold)
     rows = [FormatResult("pytorch", None, None, torch_latency, accuracy=accuracy, ap=ap)]
     ref_decision = ref_logit.reshape(-1) >= tol.logit_threshold
+    scale = logit_scale(ref_patch)
 
     for fmt, path in tqdm(list(files.items()), desc="verify", disable=not progress, leave=False):
         path = Path(path)
-        runner = load_runner(path, threads)
-        logit, patch = runner(x)
+        predictor = load_predictor(path, threads)
+        logit, patch = predictor(x)
         diff = np.abs(logit - ref_logit)
         agreement = float(np.mean((logit.reshape(-1) >= tol.logit_threshold) == ref_decision))
         accuracy, ap = _metrics(logit, y, tol.logit_threshold)
-        latency = median_latency_ms(lambda r=runner: r(x[:1]), latency_runs) if latency_runs else math.nan
+        latency = measure_latency_ms(lambda r=predictor: r(x[:1]), latency_runs) if latency_runs else math.nan
+        same_patch_shape = patch is not None and patch.shape == ref_patch.shape
         row = FormatResult(
             fmt,
             str(path),
             path.stat().st_size,
             latency,
-            runner.describe(),
+            predictor.describe(),
             float(diff.max()),
             float(diff.mean()),
             agreement,
-            _cosine(patch, ref_patch) if patch is not None else None,
+            _cosine(patch, ref_patch) if same_patch_shape else None,
+            _relative_error(patch, ref_patch) if same_patch_shape else None,
+            float(diff.max()) / scale,
             accuracy,
             ap,
         )
@@ -267,9 +274,12 @@ def verify_exports(
             row.failures.append(f"logit shape {logit.shape}, expected {ref_logit.shape}")
         if patch is not None and patch.shape != ref_patch.shape:
             row.failures.append(f"patch_logits shape {patch.shape}, expected {ref_patch.shape}")
-        max_abs, min_agreement = tol.limits(fmt)
-        if max_abs is not None and row.max_abs > max_abs:
-            row.failures.append(f"max |Δlogit| {row.max_abs:.2e} exceeds {max_abs:.0e}")
+        max_rel, min_agreement = tol.limits(fmt)
+        if max_rel is not None and row.max_rel > max_rel:
+            row.failures.append(
+                f"max |Δlogit| {row.max_abs:.2e} is {row.max_rel:.1e} of the logit scale {scale:.3g} "
+                f"(limit {max_rel:.0e})"
+            )
         if min_agreement is not None and agreement < min_agreement:
             row.failures.append(f"decision agreement {agreement:.2%} below {min_agreement:.0%}")
         rows.append(row)
@@ -289,7 +299,7 @@ def compare_with_pytorch_quantizer(
     quantized = DynamicRangeQuantizer(**quantizer_kwargs).quantize(model)
     with torch.no_grad():
         ref, qlog = model.eval()(x).numpy(), quantized(x).numpy()
-    tfl, _ = load_runner(tflite_dynamic_range)(x)
+    tfl, _ = load_predictor(tflite_dynamic_range)(x)
     return {
         "pytorch_quantized_vs_float": float(np.abs(qlog - ref).max()),
         "tflite_dynamic_range_vs_float": float(np.abs(tfl - ref).max()),
