@@ -19,7 +19,13 @@ from ladeda_lib.distill.loop import Stage, TrainingDiverged, TrainResult, fit
 from ladeda_lib.distill.loss import DistillLoss, default_alignment, distillation_loss
 from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets
 from ladeda_lib.distill.teacher import get_teacher, train_teacher
-from ladeda_lib.distill.train import train_student, train_student_two_stage
+from ladeda_lib.distill.train import (
+    ABLATION_RUNS,
+    distillation_ablation,
+    train_or_load_student,
+    train_student,
+    train_student_two_stage,
+)
 
 __all__ = [
     "STAGE1_FROZEN",
@@ -41,6 +47,9 @@ __all__ = [
     "load_training_data",
     "resolve_device",
     "train_student",
+    "train_or_load_student",
+    "distillation_ablation",
+    "ABLATION_RUNS",
     "train_student_two_stage",
     "train_teacher",
 ]

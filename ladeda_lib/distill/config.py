@@ -55,6 +55,7 @@ class TeacherTrainConfig(RunOptions):
     """
 
     width: int = 16
+    preprocess: str = "NPR"  # the teacher's fixed input filter (NPR as published; right_diag, raw, ... also work)
     epochs: int = 5
     lr: float = 1e-3
     weight_decay: float = 0.0

@@ -113,7 +113,7 @@ def train_teacher(
     run_dir = output.with_name(output.stem + "_run")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    teacher = LaDeDa(width=cfg.width, pool=cfg.pool)
+    teacher = LaDeDa(width=cfg.width, preprocess=cfg.preprocess, pool=cfg.pool)
     data = data or load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
     stride = teacher.geometry().stride
     task = TeacherTask(data, cfg.crop_size, cfg.crops_per_image, stride, eval_batch_size=cfg.batch_size, device=device)
