@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+import ladeda_lib.data.tensors as tensors_mod
 from ladeda_lib.data.images import ImageLoadError, resize_to_uint8
 from ladeda_lib.data.layouts import Sample
-import ladeda_lib.data.tensors as tensors_mod
 from ladeda_lib.data.tensors import cache_key, load_tensors, release_pages
 
 
