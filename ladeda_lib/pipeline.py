@@ -294,7 +294,8 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
             "two-stage student": load_checkpoint(artifacts["two_stage"]).model,
         }
         return {
-            name: evaluate_model(model, index, cache_dir=cache, progress=cfg.progress) for name, model in models.items()
+            name: evaluate_model(model, index, cache_dir=cache, progress=cfg.progress, keep_scores=True)
+            for name, model in models.items()
         }
 
     metrics = run.stage("evaluation", evaluation_stage)
@@ -344,8 +345,17 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 7. report ------------------------------------------------------------------------------------------------
     def report_stage():
+        from ladeda_lib.robustness import deployment_table
+
         exported = _evaluate_exported(index, [onnx_file, *tflite_files], cache, cfg.progress)
-        return write_report(out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes)
+        deployed = next((p for p in tflite_files if p.stem.endswith("float32")), None)
+        robustness = None
+        if deployed is not None:
+            _, table = deployment_table(deployed, index, cache_dir=cache, progress=False)
+            robustness = (deployed.name, table)
+        return write_report(
+            out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes, robustness
+        )
 
     report = run.stage("report", report_stage)
     total = sum(run.timings.values())
@@ -453,8 +463,12 @@ def write_report(
     artifacts: dict[str, Path],
     timings: dict[str, float],
     notes: list[str],
+    robustness: tuple[str, str] | None = None,
 ) -> Path:
-    """Write ``report.md``, ``metrics.json`` and the figures under ``out``; return the report path."""
+    """Write ``report.md``, ``metrics.json`` and the figures under ``out``; return the report path.
+
+    ``robustness`` is (deployed file name, Markdown table of :func:`ladeda_lib.robustness.deployment_table`).
+    """
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     groups = list(next(iter(metrics.values()))["groups"])
@@ -519,6 +533,27 @@ def write_report(
     for name, m in metrics.items():
         loc = m.get("localisation") or {}
         lines.append(f"| {name} | {_fmt(m.get('mAP'))} | {_fmt(loc.get('pixel_auc'))} |")
+    reliability_png = _reliability_figure(figures / "reliability.png", metrics)
+    if reliability_png is not None:
+        lines += [
+            "",
+            "## Calibration: reliability on the test images",
+            "",
+            "Fraction of fakes against the predicted p(fake), per probability bin; the diagonal is perfect calibration "
+            "and each legend entry gives the expected calibration error (ECE).",
+            "",
+            f"![reliability diagram](figures/{reliability_png.name})",
+        ]
+    if robustness is not None:
+        lines += [
+            "",
+            f"## Robustness of the deployed file (`{robustness[0]}`, test split)",
+            "",
+            "AP and accuracy after recompressing every test image at JPEG quality 50 and after rescaling it to half "
+            "size (and back through the shared input geometry); flipped = decisions that differ from the clean image's.",
+            "",
+            robustness[1].strip(),
+        ]
     lines += ["", "## Sample heatmaps (two-stage student)", ""]
     for caption, png in heatmaps:
         lines += [f"**{caption}**", "", f"![{caption}](figures/{png.name})", ""]
@@ -543,6 +578,25 @@ def write_report(
     payload = {"models": metrics, "exported": exported, "verification": verification, "timings": timings}
     (out / "metrics.json").write_text(json.dumps(_json_safe(payload), indent=2))
     return report
+
+
+def _reliability_figure(path: Path, metrics: dict[str, dict[str, Any]]) -> Path | None:
+    """The reliability diagram of every model on the test split (from ``evaluate_model(keep_scores=True)``)."""
+    import numpy as np
+
+    from ladeda_lib.viz import plot_reliability
+
+    curves = {}
+    for name, m in metrics.items():
+        scores = (m.get("scores") or {}).get("test")
+        if scores:
+            logits = np.asarray(scores["logits"], dtype=np.float64)
+            curves[name] = (np.asarray(scores["labels"]), 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80))))
+    if not curves:
+        return None
+    fig = plot_reliability(curves, title="Reliability on the test images")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
 
 
 def _teacher_warnings(metrics: dict[str, dict[str, Any]]) -> list[str]:

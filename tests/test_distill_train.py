@@ -289,3 +289,25 @@ def test_labelled_subset_is_stratified_and_deterministic():
     assert bool(labelled_subset(labels, 1.0).all())
     with pytest.raises(ValueError, match="label fraction"):
         labelled_subset(labels, 0.0)
+
+
+def test_labels_only_run_needs_no_teacher(tmp_path, data, monkeypatch):
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a labels-only run must not load or train a teacher")
+
+    monkeypatch.setattr(train_module, "get_teacher", no_teacher)
+    cfg = _cfg(tmp_path, "labels_only", alpha_distill=0.0, alpha_task=1.0)
+    result = train_student(cfg, data=data, progress=False)
+    log = json.loads(result.log_path.read_text())
+    assert log["metadata"]["teacher"]["labels_only"] is True
+
+
+def test_label_fraction_limits_the_task_term_and_calibration(tmp_path, data, teacher):
+    from ladeda_lib.distill.train import prepare_student_run
+
+    prep = prepare_student_run(_cfg(tmp_path, "few", label_fraction=0.5), teacher=teacher, data=data, progress=False)
+    assert int(prep.task.labelled.sum()) == 6  # 3 of the 6 real and 3 of the 6 fake training images
+    assert any("label fraction 0.5" in note for note in prep.notes)
+    batch = prep.task.fetch(torch.arange(12))
+    assert torch.equal(batch["labelled"], prep.task.labelled)
+    assert prep.teacher_info["target_scale"] > 0 and prep.teacher_info["target_clip"] == 4.0
