@@ -64,7 +64,7 @@ class PipelineConfig:
     device: str = "auto"
     teacher: str = "auto"  # "auto": published, else the shipped toy teacher on the toy data; "train": always train
     teacher_width: int = 16
-    teacher_epochs: int = 12
+    teacher_epochs: int = 14
     teacher_crops_per_image: int = 8
     student_epochs: int = 8
     student_batch_size: int = 32

@@ -90,12 +90,27 @@ REGISTRY: dict[str, WeightsEntry] = {
             arch="LaDeDa",
             role="teacher",
             source="shipped",
-            config={"width": 16, "preprocess": "NPR", "pool": "all"},
-            sha256="__TOY_TEACHER_SHA256__",
-            command="__TOY_TEACHER_COMMAND__",
+            config={"width": 16, "preprocess": "right_diag", "pool": "all"},
+            sha256="741d18dbdd8954316965502dbdfe1591186dc45b9c4be58b0f24a5c53d619f52",
+            command="ladeda train-teacher --width 16 --preprocess right_diag --epochs 14 --crops-per-image 8 --seed 0",
             data=TOY_DATA,
-            metrics={},  # filled from the training run below
-            notes="Compact teacher for the default toy data; mean-pooled patch logits of a few units.",
+            # measured with ladeda_lib.evaluation.evaluate_model on the default toy set (100 val, 100 test images per
+            # platform); the training time is wall-clock on the project's 2-core CPU, partly shared with other work
+            metrics={
+                "epoch": 14,
+                "epochs": 14,
+                "train_cpu_minutes": 10.8,
+                "val_ap": 0.9684,
+                "val_accuracy": 0.87,
+                "test_ap": {"reddit": 0.9557, "twitter": 0.8607, "facebook": 0.6912},
+                "test_mAP": 0.8359,
+                "pixel_auc": 0.6297,
+            },
+            notes=(
+                "Compact teacher for the default toy data (generator 2, seed 0), mean pooling, diagonal-gradient input "
+                "filter. Recipe search on the same data: an NPR teacher trained 16 epochs reached test mAP 0.763 "
+                "(facebook-like AP 0.543) against 0.836 (0.691) for this one; the label-only student, 0.769."
+            ),
         ),
         WeightsEntry(
             name="WildRF_LaDeDa",

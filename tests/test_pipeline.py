@@ -53,11 +53,14 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
         "Stage timings",
     ):
         assert heading in report
-    for name in ("teacher", "single-stage student", "two-stage student", "student.tflite"):
+    for name in ("teacher", "label-only student", "single-stage student", "two-stage student", "student.tflite"):
         assert f"| {name} |" in report
+    assert "trained on this data" in report  # not the toy data: the report says a teacher was trained on it
+    assert "Reliability on the test images" in report or "reliability" in report
     for path in (
         "teacher_compact.pt",
         "single_stage/student_final.pt",
+        "label_only/student_final.pt",
         "two_stage/student_final.pt",
         "export/student.onnx",
         "export/student.tflite",
@@ -65,7 +68,7 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
     ):
         assert (out / path).is_file(), path
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "single-stage student", "two-stage student"}
+    assert set(metrics["models"]) == {"teacher", "label-only student", "single-stage student", "two-stage student"}
     assert set(metrics["models"]["teacher"]["groups"]) >= {"val", "test/reddit", "test/twitter", "test/facebook"}
     assert 0.0 <= metrics["exported"]["student.tflite"]["test"]["ap"] <= 1.0
 
@@ -81,6 +84,15 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
 
 def test_a_failing_stage_names_itself_and_keeps_earlier_artifacts(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PipelineError, match=r"stage 1/7 'data' failed") as err:
+    with pytest.raises(PipelineError, match=r"stage 1/8 'data' failed") as err:
         run_pipeline(tiny(tmp_path, data=tmp_path / "empty"))
     assert "Artifacts of the earlier stages are kept" in str(err.value)
+
+
+def test_teacher_warnings_flag_a_teacher_weaker_than_the_label_only_student():
+    from ladeda_lib.pipeline import _teacher_warnings
+
+    metrics = {"teacher": {"mAP": 0.70}, "label-only student": {"mAP": 0.75}, "single-stage student": {"mAP": 0.80}}
+    lines = _teacher_warnings(metrics)
+    assert len(lines) == 1 and "teacher" in lines[0] and "0.700" in lines[0] and "cannot help" in lines[0]
+    assert _teacher_warnings({**metrics, "teacher": {"mAP": 0.9}}) == []

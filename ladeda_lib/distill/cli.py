@@ -97,7 +97,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str
         name = "--" + f.name.replace("_", "-")
         parse = getattr(hints[f.name], "parse", None)
         if callable(parse):  # a structured field with its own text form (e.g. AugmentConfig): bare flag = "on"
-            parser.add_argument(name, nargs="?", const="on", type=parse, default=default, metavar="SPEC", help=help_text)
+            parser.add_argument(
+                name, nargs="?", const="on", type=parse, default=default, metavar="SPEC", help=help_text
+            )
         elif kind is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif choices is not None:
