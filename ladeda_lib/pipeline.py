@@ -547,7 +547,7 @@ def write_report(
     if robustness is not None:
         lines += [
             "",
-            f"## Robustness of the deployed file (`{robustness[0]}`, test split)",
+            f"## Robustness of the deployed file (`{robustness[0]}`, training platform's test images)",
             "",
             "AP and accuracy after recompressing every test image at JPEG quality 50 and after rescaling it to half "
             "size (and back through the shared input geometry); flipped = decisions that differ from the clean image's.",
