@@ -180,7 +180,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     def teacher_stage():
         from ladeda_lib.registry import get_entry, published, shipped_teacher_fits
 
-        for entry in published("teacher"):
+        for entry in published("teacher") if cfg.teacher == "auto" else []:
             if entry.available():
                 run.notes.append(f"teacher: the published LaDeDa from {entry.path}")
                 return load_checkpoint(entry.path, expected="LaDeDa")
