@@ -85,3 +85,5 @@ def test_two_gloo_processes_match_one_and_only_rank_0_writes(tmp_path):
     assert (tmp_path / "stdout_1.txt").read_text() == "" and (tmp_path / "stderr_1.txt").read_text() == ""
     log = json.loads((tmp_path / "rank0" / "log.json").read_text())
     assert log["status"] == "finished" and [row["epoch"] for row in log["history"]] == [1, 2]
+    # each row times the training batches alone, inside the whole epoch (validation included)
+    assert all(0 < row["train_time_s"] <= row["time_s"] for row in log["history"])

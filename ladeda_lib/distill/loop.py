@@ -530,6 +530,7 @@ def fit(
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
                     train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged)
+                    train_s = time.perf_counter() - t0
                     val = _validate(task, model)
                     lr = optimizer.param_groups[0]["lr"]
                     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -539,6 +540,7 @@ def fit(
                     row = {"epoch": len(state.history) + 1, "stage": stage.name, "stage_epoch": epoch + 1, "lr": lr}
                     row.update({f"train_{k}": v for k, v in train.items()})
                     row.update({f"val_{k}": v for k, v in val.items()})
+                    row["train_time_s"] = train_s  # the training batches alone (no validation)
                     row["time_s"] = time.perf_counter() - t0
                     state.history.append(row)
                     files.save_epoch(model, state, row, stage, stage_index, optimizer, scheduler, generator, opts.seed)
