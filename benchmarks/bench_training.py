@@ -14,14 +14,16 @@ Measures, with ``--threads`` (default 2) PyTorch threads:
 
 Synthetic images are used (speed does not depend on pixel values); weights are random.
 
-4. **Scale** (:func:`bench_scale`, ``--scale SMALL LARGE``): ``ladeda train-student`` as a subprocess on two
-   toy sets (e.g. 300 and 3,000 training images, ``ladeda make-toy-data --train-per-class 150 / 1500``),
-   each from an empty cache (decode + teacher targets + one epoch + calibration): wall time and peak
-   resident memory (``ru_maxrss`` of the process); and one process against ``torchrun --nproc_per_node 2``
-   (gloo, one thread each) on the small set with a warm cache: seconds per epoch and training images/s.
+4. **Scale** (:func:`bench_scale`, ``--scale SMALL LARGE``): ``ladeda train-student --device cpu`` as a
+   subprocess on two toy sets (300 and 3,000 training images: ``ladeda make-toy-data --train-per-class 150 /
+   1500``) with the shipped toy teacher (width 16), each from an empty cache (decode + teacher targets + one
+   epoch + calibration): wall time and peak resident memory of the process (``rss_probe.py``); and one process
+   (2 threads) against ``torchrun --standalone --nproc_per_node 2`` (gloo, 1 thread each) on the small set with
+   a warm cache and the same global batch: training seconds per epoch, training images/s, peak RSS of every
+   process, and how far apart the two runs' final weights are. ``run.py`` runs it when the two sets exist.
 
     python benchmarks/bench_training.py [--threads 2] [--images 96] [--width 16] [--json OUT] [--markdown OUT]
-    python benchmarks/bench_training.py --scale data/toy300 data/toy3000 --teacher T.pt [--baseline-src DIR]
+    python benchmarks/bench_training.py --scale data/toy300 data/toy3000 [--teacher T.pt] [--baseline-src DIR]
 
 :func:`markdown_section` returns the Markdown section for ``benchmarks/RESULTS.md``.
 """
@@ -309,11 +311,11 @@ def _shown(cmd: list[str]) -> str:
     return text.replace(sys.executable, "python").replace(root, "")
 
 
-def _max_weight_difference(a: Path, b: Path) -> float:
-    """Largest absolute difference between the floating-point tensors of two checkpoints."""
+def _max_weight_difference(a: Path, b: Path) -> tuple[float, str]:
+    """Largest absolute difference between the floating-point tensors of two checkpoints, and its tensor."""
     sa = torch.load(a, map_location="cpu", weights_only=False)["state_dict"]
     sb = torch.load(b, map_location="cpu", weights_only=False)["state_dict"]
-    return max(float((sa[k] - sb[k]).abs().max()) for k in sa if sa[k].is_floating_point())
+    return max((float((sa[k] - sb[k]).abs().max()), k) for k in sa if sa[k].is_floating_point())
 
 
 def bench_scale(
@@ -339,6 +341,7 @@ def bench_scale(
     root = Path(source or Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
     out: dict[str, Any] = {"source": str(root), "threads": threads, "teacher": str(teacher), "sizes": {}}
+    out["load_start"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in (("small", small), ("large", large)):
             run_dir = Path(tmp) / name
@@ -366,9 +369,10 @@ def bench_scale(
                 procs[str(n)] = row
             out["processes"] = procs
             out["process_epochs"] = process_epochs
-            out["weights_max_abs_diff"] = _max_weight_difference(
+            out["weights_max_abs_diff"], out["weights_max_diff_tensor"] = _max_weight_difference(
                 Path(tmp) / "procs1" / "out" / "student_final.pt", Path(tmp) / "procs2" / "out" / "student_final.pt"
             )
+    out["load_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return out
 
 
@@ -379,6 +383,11 @@ def _teacher_name(results: dict[str, Any]) -> str:
     )
 
 
+def _in_tensor(results: dict[str, Any]) -> str:
+    key = results.get("weights_max_diff_tensor")
+    return f" (in `{key}`)" if key else ""
+
+
 def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The RESULTS.md section "Training at scale" from :func:`bench_scale`'s results (and a baseline's)."""
     small, large = results["sizes"]["small"], results["sizes"]["large"]
@@ -386,8 +395,10 @@ def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = No
         "## Training at scale (CPU)",
         "",
         f"`ladeda train-student` as a subprocess with {_teacher_name(results)}, `--device cpu`, "
-        f"{results['threads']} cores in all. Peak resident memory is `ru_maxrss` of each process running the command "
-        "(`benchmarks/rss_probe.py`), which does not depend on how busy the machine is; times do.",
+        f"{results['threads']} cores in all. Peak resident memory is the high-water mark (`VmHWM`) of each process "
+        "running the command (`benchmarks/rss_probe.py`), which does not depend on how busy the machine is; times "
+        "do (1-minute load average {results.get('load_start', float('nan')):.1f} at the start of this section, "
+        f"{results.get('load_end', float('nan')):.1f} at its end).",
         "",
         f"**Memory against dataset size**: `{small['command']}` and the same on the large set (empty cache: decode, "
         "teacher targets, one epoch with validation, calibration):",
@@ -437,7 +448,8 @@ def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = No
             f"{one['threads_per_process']} and {two['threads_per_process']}). Two processes train at "
             f"**{two['images_per_s'] / one['images_per_s']:.2f}×** the speed of one and hold "
             f"{total_two / one['peak_rss_mib']:.2f}× its memory in all; the two runs' final weights differ by at most "
-            f"{results['weights_max_abs_diff']:.1e}.",
+            f"{results['weights_max_abs_diff']:.1e}{_in_tensor(results)} (float rounding: other thread counts and "
+            "reduction order, carried through Adam's steps).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -447,8 +459,9 @@ def scale_readme(results: dict[str, Any], command: str) -> str:
     small, large = results["sizes"]["small"], results["sizes"]["large"]
     text = [
         f"Measured by `{command}` ({_teacher_name(results)}; toy sets with {small['n_train']:,} and "
-        f"{large['n_train']:,} training images and {small['n_val']} validation images; the tables are in "
-        "`benchmarks/RESULTS.md`):",
+        f"{large['n_train']:,} training images and {small['n_val']} validation images; 1-minute load average "
+        f"{results.get('load_start', float('nan')):.1f} at the start, {results.get('load_end', float('nan')):.1f} at "
+        "the end; the tables are in `benchmarks/RESULTS.md`):",
         "",
         f"* Peak resident memory of `ladeda train-student --epochs 1` (empty cache: decode, teacher targets, one "
         f"epoch, calibration): {small['peak_rss_mib']:,.0f} MiB for {small['n_train']:,} training images, "
@@ -472,13 +485,19 @@ def scale_readme(results: dict[str, Any], command: str) -> str:
             f"{two['images_per_s']:.1f} training images/s ({one['train_s']:.1f} s against {two['train_s']:.1f} s of "
             f"training per epoch): two processes are {verdict} one. Peak memory {one['peak_rss_mib']:,.0f} MiB in "
             f"one process, {rss_two} MiB in the two. The final weights of the two runs differ by at most "
-            f"{results['weights_max_abs_diff']:.1e}."
+            f"{results['weights_max_abs_diff']:.1e}{_in_tensor(results)}."
+        )
+        why = (
+            "The same cores do the work either way, so the gain says that one process does not keep its two threads "
+            "busy (small convolutions, Python between operations), not that a second process adds compute; it also "
+            "pays for the gradient all-reduce, the global BatchNorm statistics and a second copy of the interpreter."
+            if speed > 1.1
+            else "On one 2-core CPU a second process adds no compute: the cores are the same, and it pays for the "
+            "gradient all-reduce, the global BatchNorm statistics and a second copy of the interpreter and model."
         )
         text.append(
-            "  On one 2-core CPU a second process adds no compute: the cores are the same, and it pays for the "
-            "gradient all-reduce, the global BatchNorm statistics and a second copy of the interpreter and model. "
-            "The CPU run is how the multi-process path is checked to train the same model as one process; the "
-            "speed-up comes with more devices: one process per GPU (NCCL), or per machine."
+            f"  {why} The CPU run is how the multi-process path is checked to train the same model as one process; "
+            "the speed-up comes with more devices: one process per GPU (NCCL), or per machine."
         )
     return "\n".join(text) + "\n"
 

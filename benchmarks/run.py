@@ -1,11 +1,18 @@
 """Run every benchmark in one process and write ``benchmarks/RESULTS.md``.
 
-    python benchmarks/run.py [--quick]
+    python benchmarks/run.py [--quick] [--scale SMALL LARGE | --no-scale] [--readme README.md]
 
 One run on one machine, so the ratios between rows are comparable. The sections come from
 ``bench_export.py`` (student in every format), ``bench_inference.py`` (PyTorch eager / optimised /
 onnxruntime, preprocessing, ``ladeda predict`` on a folder), ``bench_training.py`` (student training
-throughput, teacher targets) and the teacher forward times below.
+throughput, teacher targets; with two toy sets, memory against dataset size and 1 against 2 processes)
+and the teacher forward times below.
+
+The scale section runs when the two toy sets exist (default ``data/toy300`` and ``data/toy3000``, built by
+``ladeda make-toy-data --output data/toy300 --train-per-class 150 --val-per-class 25 --test-per-class 5`` and
+the same with ``toy3000`` and ``--train-per-class 1500``), or on the sets ``--scale`` names. ``--readme FILE``
+also rewrites the measured paragraph of the README section "Training at scale" (between the
+``<!-- bench:scale -->`` markers) from this run's numbers.
 """
 
 from __future__ import annotations
@@ -78,7 +85,13 @@ def _than(reference: dict[str, Any], row: dict[str, Any]) -> str:
     return f"**{ratio:.1f}× faster than**" if ratio > 1 else f"**{1 / ratio:.1f}× slower than**"
 
 
-def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict[str, Any], teacher: dict) -> str:
+def key_ratios(
+    export: dict[str, Any],
+    inference: dict[str, Any],
+    training: dict[str, Any],
+    teacher: dict,
+    scale: dict[str, Any] | None = None,
+) -> str:
     """The handful of ratios the README quotes, computed from this run's numbers."""
     by = {(r["backend"], r["format"]): r for r in export["rows"]}
     eager = by[(bench_export.EAGER, "float32")]
@@ -113,6 +126,7 @@ def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict
         f"{tt['bare_images_per_s']:.1f} for the bare forward ({100 * tt['overhead']:+.0f} %).",
         f"- Student training: {training['student_step']['images_per_s']:.0f} images/s per optimisation step, "
         f"{training['student_epoch']['train_images_per_s']:.0f} images/s over a whole epoch of the real loop.",
+        *(scale_ratios(scale) if scale else []),
         "",
         "**Which figures are noisy.** Latencies below about 5 ms move by 10–30 % between runs on a shared 2-core "
         "machine; the p10–p90 columns show the spread of this run. Export rows are timed in interleaved blocks, so a "
@@ -133,16 +147,66 @@ def key_ratios(export: dict[str, Any], inference: dict[str, Any], training: dict
     return "\n".join(lines)
 
 
+ROOT = HERE.parent
+DEFAULT_SCALE = (ROOT / "data" / "toy300", ROOT / "data" / "toy3000")
+README_BEGIN, README_END = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
+
+
+def scale_ratios(scale: dict[str, Any]) -> list[str]:
+    """Key-ratio lines for memory against dataset size and 1 against 2 processes."""
+    small, large = scale["sizes"]["small"], scale["sizes"]["large"]
+    one, two = scale["processes"]["1"], scale["processes"]["2"]
+    rss_two = " + ".join(f"{r['peak_rss_mib']:.0f}" for r in two["ranks"])
+    return [
+        f"- Peak memory of `ladeda train-student`: {large['peak_rss_mib']:,.0f} MiB for {large['n_train']:,} "
+        f"training images against {small['peak_rss_mib']:,.0f} MiB for {small['n_train']:,}: "
+        f"**{scale['rss_ratio']:.2f}×** (goal ≤ 1.20×).",
+        f"- Two gloo processes (1 thread each) against one (2 threads), same global batch: "
+        f"{two['images_per_s']:.1f} against {one['images_per_s']:.1f} training images/s "
+        f"(**{two['images_per_s'] / one['images_per_s']:.2f}×**), peak memory "
+        f"{rss_two} MiB against {one['peak_rss_mib']:.0f} MiB.",
+    ]
+
+
+def update_readme(path: Path, paragraph: str) -> None:
+    """Replace the text between the scale markers of ``path`` with ``paragraph``."""
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{path}: no {README_BEGIN} ... {README_END} block to rewrite")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_BEGIN}\n{paragraph}{README_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--scale",
+        nargs=2,
+        type=Path,
+        metavar=("SMALL", "LARGE"),
+        help="toy sets for memory vs size and 1 vs 2 processes (default: data/toy300 data/toy3000 if both exist)",
+    )
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale section")
+    parser.add_argument("--teacher", type=Path, default=bench_training.SHIPPED_TEACHER, help="teacher for --scale")
+    parser.add_argument("--readme", type=Path, help="rewrite this README's measured 'Training at scale' paragraph")
     args = parser.parse_args(argv)
+    scale_sets = None if args.no_scale else (args.scale or DEFAULT_SCALE)
+    if scale_sets is not None and not all((p / "train").is_dir() for p in scale_sets):
+        if args.scale:
+            parser.error(f"--scale: {scale_sets[0]} and {scale_sets[1]} must both be toy sets (a train/ folder)")
+        print(f"scale section skipped: build {DEFAULT_SCALE[0]} and {DEFAULT_SCALE[1]} first (see --help)")
+        scale_sets = None
+    if args.readme and scale_sets is None:
+        parser.error("--readme needs the scale section (two toy sets)")
+    shown = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
     warnings.simplefilter("ignore")  # tracer warnings from exporting top-K
     torch.set_num_threads(args.threads)
     runs = 30 if args.quick else 200
-    header = f"# Benchmark results\n\nMeasured by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {machine()}.\n"
+    header = f"# Benchmark results\n\nMeasured by `{shown}` on {machine()}.\n"
     started = time.perf_counter()
     student, source = bench_inference.load_student()
     print(f"student weights: {source}", flush=True)
@@ -155,17 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     training = bench_training.run(threads=args.threads)
     print("training done", flush=True)
     teacher = teacher_forward(repeats=5 if args.quick else 10)
+    print("teacher forward done", flush=True)
+    scale = None
+    if scale_sets is not None:
+        scale = bench_training.bench_scale(*scale_sets, teacher=args.teacher, threads=args.threads)
+        print("scale done", flush=True)
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     sections = [
         header,
-        key_ratios(export, inference, training, teacher),
+        key_ratios(export, inference, training, teacher, scale),
         bench_export.markdown_section(export),
         bench_inference.markdown_section(inference),
         bench_training.markdown_section(training),
         teacher_section(teacher),
+        *([bench_training.scale_markdown(scale)] if scale else []),
         f"Whole benchmark run: {time.perf_counter() - started:.0f} s; load average at the end {end_load:.2f}.\n",
     ]
     args.output.write_text("\n".join(sections))
+    if args.readme and scale:
+        update_readme(args.readme, bench_training.scale_readme(scale, shown))
+        print(f"rewrote the measured paragraph of {args.readme}", flush=True)
     print(args.output.read_text())
     return 0
 
