@@ -378,14 +378,12 @@ def bench_scale(
 
 def _teacher_name(results: dict[str, Any]) -> str:
     path = Path(results["teacher"])
-    return (
-        "the shipped toy teacher (LaDeDa width 16)" if path.name == SHIPPED_TEACHER.name else f"teacher `{path.name}`"
-    )
+    return "the shipped toy teacher, LaDeDa width 16" if path.name == SHIPPED_TEACHER.name else f"teacher `{path.name}`"
 
 
 def _in_tensor(results: dict[str, Any]) -> str:
     key = results.get("weights_max_diff_tensor")
-    return f" (in `{key}`)" if key else ""
+    return f" in `{key}`" if key else ""
 
 
 def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
@@ -394,10 +392,10 @@ def scale_markdown(results: dict[str, Any], baseline: dict[str, Any] | None = No
     lines = [
         "## Training at scale (CPU)",
         "",
-        f"`ladeda train-student` as a subprocess with {_teacher_name(results)}, `--device cpu`, "
+        f"`ladeda train-student` as a subprocess with {_teacher_name(results)} and `--device cpu`, "
         f"{results['threads']} cores in all. Peak resident memory is the high-water mark (`VmHWM`) of each process "
         "running the command (`benchmarks/rss_probe.py`), which does not depend on how busy the machine is; times "
-        "do (1-minute load average {results.get('load_start', float('nan')):.1f} at the start of this section, "
+        f"do (1-minute load average {results.get('load_start', float('nan')):.1f} at the start of this section, "
         f"{results.get('load_end', float('nan')):.1f} at its end).",
         "",
         f"**Memory against dataset size**: `{small['command']}` and the same on the large set (empty cache: decode, "
