@@ -264,6 +264,33 @@ def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
     assert bce(after, data.train.labels.float()) < bce(before, data.train.labels.float())
 
 
+def test_calibrate_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alone(data, monkeypatch):
+    from ladeda_lib.distill.train import calibrate_offset
+
+    mask = torch.zeros(len(data.train), dtype=torch.bool)
+    mask[::3] = True
+    mask[1] = True
+    torch.manual_seed(5)
+    model = TinyLaDeDa()
+    reference = TinyLaDeDa()
+    reference.load_state_dict(model.state_dict())
+    want = calibrate_offset(reference, data.train.images[mask], data.train.labels[mask])
+
+    seen: list[int] = []
+    original = train_module.predict
+
+    def counting_predict(m, images, *args, **kwargs):
+        seen.append(images.shape[0])
+        return original(m, images, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "CALIBRATION_CHUNK", 2)
+    monkeypatch.setattr(train_module, "predict", counting_predict)
+    got = calibrate_offset(model, data.train.images, data.train.labels, mask=mask)
+    assert seen and max(seen) <= 2 and sum(seen) == int(mask.sum())  # never all selected rows at once
+    assert got == pytest.approx(want, abs=1e-5)
+    torch.testing.assert_close(model.fc.bias, reference.fc.bias, rtol=0, atol=1e-5)
+
+
 def test_training_calibrates_only_fc_bias_and_records_it(tmp_path, data, teacher):
     plain = train_student(_cfg(tmp_path, "plain", calibrate=False), teacher=teacher, data=data, progress=False)
     tuned = train_student(_cfg(tmp_path, "tuned"), teacher=teacher, data=data, progress=False)

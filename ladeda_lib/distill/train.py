@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
+from ladeda_lib.data.tensors import release_pages
 from ladeda_lib.distill.config import (
     STAGE1_FROZEN,
     STAGE2_FROZEN,
@@ -220,8 +221,35 @@ def _no_targets(n: int, grid: int) -> TeacherTargets:
     return TeacherTargets(torch.zeros(n, 1, grid, grid), torch.zeros(n, 1), "", "")
 
 
+#: Images per :func:`predict` call when only some rows of a (memory-mapped) image tensor are used.
+CALIBRATION_CHUNK = 256
+
+
+def _pooled_logits(
+    model: PatchDetector, images: torch.Tensor, mask: torch.Tensor | None, batch_size: int, device: str
+) -> torch.Tensor:
+    """Pooled logits (M,) of the rows of ``images`` (N, 3, S, S) where ``mask`` (N,) bool is true (all if None).
+
+    The selected rows are gathered ``CALIBRATION_CHUNK`` at a time: ``images[mask]`` would copy every one of
+    them into memory at once (590 MB for 3,000 images of a memory-mapped cache).
+    """
+    if mask is None or bool(mask.all()):
+        return predict(model, images, batch_size, device)[0]
+    rows = mask.nonzero().flatten()
+    parts = []
+    for lo in range(0, len(rows), CALIBRATION_CHUNK):
+        parts.append(predict(model, images[rows[lo : lo + CALIBRATION_CHUNK]], batch_size, device)[0])
+        release_pages()
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def calibrate_offset(
-    model: PatchDetector, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32, device: str = "cpu"
+    model: PatchDetector,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 32,
+    device: str = "cpu",
+    mask: torch.Tensor | None = None,
 ) -> float:
     """Shift ``fc.bias`` so the pooled logits fit the labels best (BCE) on these images; returns the shift.
 
@@ -230,10 +258,11 @@ def calibrate_offset(
     needed because the student copies the teacher's patch levels (MSE): the teacher is mean-pooled, so the
     top 10 % of its patches are positive even on real images, and a top-K student inherits that offset
     (accuracy at 0.5 fell to 50 % on the toy set, with AP unchanged). Fitted on the TRAINING images.
-    Introduced in notebook 04.
+    ``mask`` (N,) bool: fit on those rows of ``images`` / ``labels`` only (default: all), read chunk by chunk,
+    so a memory-mapped image cache is never copied whole. Introduced in notebook 04.
     """
-    logits, _ = predict(model, images, batch_size, device)
-    target = labels.float().reshape(-1)
+    logits = _pooled_logits(model, images, mask, batch_size, device)
+    target = (labels if mask is None else labels[mask]).float().reshape(-1)
     delta = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([delta], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
@@ -257,16 +286,16 @@ def _calibrate_outputs(result: TrainResult, prep: Prepared, cfg: StudentTrainCon
     data, device = prep.data, prep.device
     # only the images whose labels training may use (all of them unless --label-fraction is below 1)
     mask = prep.task.labelled
-    images, labels = data.train.images[mask], data.train.labels[mask]
+    images, labels = data.train.images, data.train.labels  # rows selected by ``mask`` chunk by chunk, not copied
     before = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    shift = calibrate_offset(result.model, images, labels, cfg.batch_size, device)
+    shift = calibrate_offset(result.model, images, labels, cfg.batch_size, device, mask=mask)
     after = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
     final = load_checkpoint(result.final_path)
     meta = {**final.metadata, "calibration_offset": shift, "val_after_calibration": after}
     save_checkpoint(result.model, result.final_path, meta)
     if result.best_path is not None:
         best = load_checkpoint(result.best_path, pool=cfg.pool)
-        best_shift = calibrate_offset(best.model, images, labels, cfg.batch_size, "cpu")
+        best_shift = calibrate_offset(best.model, images, labels, cfg.batch_size, "cpu", mask=mask)
         save_checkpoint(best.model, result.best_path, {**best.metadata, "calibration_offset": best_shift})
     note = (
         f"decision offset calibrated on the training images: fc.bias {shift:+.3f}; val accuracy "
