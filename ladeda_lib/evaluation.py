@@ -102,15 +102,23 @@ def predict(
     device = torch.device(device)
     net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
     step = min(batch_size, CPU_BATCH_LIMIT) if device.type == "cpu" else batch_size
-    logits, patches = [], []
-    for start in tqdm(range(0, images.shape[0], step), desc=desc, unit="batch", disable=not progress):
+    n = images.shape[0]
+    # outputs written into tensors allocated once: many small per-batch tensors kept between the large
+    # short-lived batch buffers made resident memory grow with N (about 0.6 MiB per image on the CPU)
+    logits = torch.empty(n)
+    patches: torch.Tensor | None = None
+    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=not progress):
         x = normalize_uint8(images[start : start + step].to(device)).contiguous(memory_format=torch.channels_last)
         logit, patch = net.forward_with_patches(x)
-        logits.append(logit.float().reshape(-1).cpu())
+        stop = start + x.shape[0]
+        logits[start:stop] = logit.detach().float().reshape(-1).cpu()
         if keep_patches:
-            patches.append(patch.float().contiguous().cpu())
+            if patches is None:
+                patches = torch.empty((n, *patch.shape[1:]))
+            patches[start:stop] = patch.detach().float().cpu()
+        del x, logit, patch
         release_pages()  # a memory-mapped image cache: the rows just read leave resident memory
-    return torch.cat(logits), (torch.cat(patches) if keep_patches else None)
+    return logits, (patches if keep_patches else None)
 
 
 def _as_predictor(model: Any, device: str | torch.device = "cpu", threads: int | None = None) -> Predictor:
