@@ -486,9 +486,15 @@ def scale_readme(results: dict[str, Any], command: str) -> str:
             f"{results['weights_max_abs_diff']:.1e}{_in_tensor(results)}."
         )
         why = (
-            "The same cores do the work either way, so the gain says that one process does not keep its two threads "
+            "The same cores do the work either way, so the gain suggests that one process does not keep its two threads "
             "busy (small convolutions, Python between operations), not that a second process adds compute; it also "
             "pays for the gradient all-reduce, the global BatchNorm statistics and a second copy of the interpreter."
+            + (
+                " On a busy machine (load average above the core count) two processes also take a larger share of "
+                "the cores from the other jobs than one process does."
+                if results.get("load_start", 0.0) > (os.cpu_count() or 1)
+                else ""
+            )
             if speed > 1.1
             else "On one 2-core CPU a second process adds no compute: the cores are the same, and it pays for the "
             "gradient all-reduce, the global BatchNorm statistics and a second copy of the interpreter and model."
