@@ -20,6 +20,7 @@ float head and with calibration alone. Introduced in notebook 07.
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.onnx_export import export_onnx
+from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
@@ -42,6 +43,7 @@ from ladeda_lib.runtime import (
     PIXEL_INPUT_NAME,
     Calibration,
     fold_batchnorm,
+    load_predictor,
     normalised_to_pixels,
     stem_kernel,
 )
@@ -225,6 +227,7 @@ class PixelInputStudent(nn.Module):
         calibration: Calibration | None = None,
         round_stem: bool = True,
         equalize_images: torch.Tensor | np.ndarray | None = None,
+        image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
         if not isinstance(model, TinyLaDeDa) or not isinstance(model.preprocess, FixedFilter | Identity):
@@ -258,6 +261,15 @@ class PixelInputStudent(nn.Module):
             taps, scale = zero_sum_round(weight if not self.equalized else self.stem.weight, zero_sum=padded)
             with torch.no_grad():
                 self.stem.weight.copy_((taps * scale.view(-1, 1, 1, 1)).float())
+        if self.mean_first:
+            # mean pooling + head as ONE convolution over the whole patch grid: (B, 8, h, w) → (B, 1, 1, 1).
+            # Its int32 accumulator sums every patch; no int8 tensor of mean features (measured: 256 levels over
+            # the mean features' range moved calibrated decisions) and no int8 patch-logit tensor on the way.
+            grid = model.grid_size(image_size)
+            self.pooled_head = nn.Conv2d(weight.shape[0], 1, grid)
+            with torch.no_grad():
+                self.pooled_head.weight.copy_(self.head.weight.expand(1, -1, grid, grid) / grid**2)
+                self.pooled_head.bias.copy_(self.head.bias)
         self.eval()
         for param in self.parameters():
             param.requires_grad_(False)
@@ -296,7 +308,7 @@ class PixelInputStudent(nn.Module):
         feats = self.features(x)
         patches = self.head(feats)
         if self.mean_first:
-            logit = self.head(feats.mean(dim=(2, 3), keepdim=True)).flatten(1)
+            logit = self.pooled_head(feats).flatten(1)
         else:
             logit = self.pool(patches)
         return (logit, patches) if self.with_patches else logit
@@ -367,6 +379,14 @@ def pixel_calibration(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return pixels
 
 
+#: int8 graphs :func:`convert_int8` can build: (graph, equalize) → label.
+INT8_CANDIDATES = {
+    ("pixel", False): "pixel input",
+    ("pixel", True): "pixel input + equalized",
+    ("factorised", True): "factorised + equalized",
+}
+
+
 def convert_int8(
     model: PatchDetector,
     folder: str | Path,
@@ -380,22 +400,27 @@ def convert_int8(
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``<folder>/<stem>_int8.tflite``, the full-int8 file, calibrated on ``calibration_images``.
 
-    ``graph="pixel"`` (what ``"auto"`` picks for Tiny-LaDeDa with a fixed filter or raw input): the
-    :class:`PixelInputStudent` — pixel input, zero-sum pre-rounded fused stem, mean-first head; the file's input
-    is named :data:`PIXEL_INPUT_NAME` and every predictor feeds it ``pixel − 128``. ``graph="factorised"``
-    (what ``"auto"`` picks for the teacher and NPR students, whose preprocessing is not a convolution): the
-    normalised-input graph with the filter, ``conv1`` and ``conv2`` kept apart. ``benchmarks/int8_study.md``
-    compares them.
+    Graphs (``benchmarks/int8_study.md`` compares them):
+
+    * ``"pixel"``: the :class:`PixelInputStudent` — pixel input, zero-sum pre-rounded fused stem, mean pooling and
+      head as one convolution; the file's input is named :data:`PIXEL_INPUT_NAME` and every predictor feeds it
+      ``pixel − 128``. Tiny-LaDeDa with a fixed filter or raw input only.
+    * ``"factorised"``: the normalised-input graph with the filter, ``conv1`` and ``conv2`` kept apart, channels
+      equalized (the teacher and NPR students, whose preprocessing is not a convolution, get only this).
+    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph with and
+      without channel equalization and the factorised graph, and keeps the file whose decisions agree best with
+      the float model on the calibration images (ties: smallest max |Δ logit|) — which one wins depends on the
+      student (measured in the study); otherwise the factorised graph.
 
     Args:
         model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
         with_patches, nhwc: as for :func:`~ladeda_lib.export.chain.export_model`.
         decision_calibration: offset/temperature baked into the graph (the logits compared are calibrated).
-        equalize: cross-layer channel equalization first (same float outputs); measured not to help the pixel
-            graph (``benchmarks/int8_study.md``), so off by default.
+        equalize: with ``graph="pixel"``, cross-layer channel equalization first (same float outputs).
         graph: ``"auto"``, ``"pixel"`` or ``"factorised"``.
     Returns:
-        (the int8 file, ``{"graph": …, "input": …}`` saying which graph was converted and what it takes).
+        (the int8 file, ``{"graph": …, "input": …, "candidates": …}`` saying which graph was converted, what it
+        takes, and each candidate's agreement on the calibration images when several were tried).
     """
     if calibration_images is None:
         raise ExportError(
@@ -404,28 +429,79 @@ def convert_int8(
         )
     fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
     if graph == "auto":
-        graph = "pixel" if fusable else "factorised"
-    if graph not in ("pixel", "factorised"):
+        candidates = list(INT8_CANDIDATES) if fusable else [("factorised", True)]
+    elif graph == "pixel":
+        candidates = [("pixel", equalize)]
+    elif graph == "factorised":
+        candidates = [("factorised", True)]
+    else:
         raise ExportError(f"unknown int8 graph {graph!r}; choose auto, pixel or factorised")
-    if graph == "pixel":
-        pixel_graph = PixelInputStudent(
-            model,
-            with_patches,
-            decision_calibration,
-            equalize_images=calibration_images if equalize else None,
+    folder = Path(folder)
+    if len(candidates) == 1:
+        return _convert_one(
+            model, candidates[0], folder, stem, calibration_images, with_patches, nhwc, decision_calibration
         )
-        with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
-            source = export_pixel_onnx(pixel_graph, Path(tmp) / f"{stem}.onnx")
-            data = pixel_calibration(calibration_images)
-            path = convert_to_tflite(source, folder, ("int8",), calibration=data, nhwc=nhwc, stem=stem)["int8"]
-        info = {
-            "graph": "pixel input, zero-sum int8 stem"
-            + (", mean-first head" if pixel_graph.mean_first else "")
-            + (", channels equalized" if equalize else ""),
-            "input": f"{PIXEL_INPUT_NAME}: pixel - 128",
-        }
-        return path, info
-    return _convert_factorised(model, folder, stem, calibration_images, with_patches, nhwc, decision_calibration)
+    scores: dict[str, dict[str, float]] = {}
+    best: tuple[tuple[float, float], Path, dict[str, Any]] | None = None
+    with tempfile.TemporaryDirectory(prefix="ladeda_int8_pick_") as tmp:
+        for i, candidate in enumerate(candidates):
+            path, info = _convert_one(
+                model, candidate, Path(tmp) / str(i), stem, calibration_images, with_patches, nhwc, decision_calibration
+            )
+            agreement, max_abs = _decision_agreement(model, path, calibration_images, decision_calibration)
+            scores[INT8_CANDIDATES[candidate]] = {"agreement": agreement, "max_abs": max_abs}
+            if best is None or (agreement, -max_abs) > best[0]:
+                best = ((agreement, -max_abs), path, info)
+        assert best is not None
+        target = check_writable_folder(folder) / best[1].name
+        shutil.copyfile(best[1], target)
+    return target, {**best[2], "candidates (agreement on calibration images)": scores}
+
+
+def _decision_agreement(
+    model: PatchDetector,
+    path: Path,
+    images: torch.Tensor | np.ndarray,
+    calibration: Calibration | None,
+) -> tuple[float, float]:
+    """(decision agreement, max |Δ logit|) of an int8 file against the float model on ``images``."""
+    x = normalised_images(images)
+    with torch.no_grad():
+        ref = torch.cat([model.eval()(torch.from_numpy(x[i : i + 16])) for i in range(0, len(x), 16)]).numpy()
+    if calibration is not None:
+        ref = calibration.apply(ref)
+    got, _ = load_predictor(path)(x)
+    ref, got = ref.reshape(-1), got.reshape(-1)
+    return float(np.mean((got >= 0) == (ref >= 0))), float(np.abs(got - ref).max())
+
+
+def _convert_one(
+    model: PatchDetector,
+    candidate: tuple[str, bool],
+    folder: Path,
+    stem: str,
+    calibration_images: torch.Tensor | np.ndarray,
+    with_patches: bool,
+    nhwc: bool,
+    decision_calibration: Calibration | None,
+) -> tuple[Path, dict[str, Any]]:
+    graph, equalize = candidate
+    if graph == "factorised":
+        return _convert_factorised(model, folder, stem, calibration_images, with_patches, nhwc, decision_calibration)
+    pixel_graph = PixelInputStudent(
+        model, with_patches, decision_calibration, equalize_images=calibration_images if equalize else None
+    )
+    with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
+        source = export_pixel_onnx(pixel_graph, Path(tmp) / f"{stem}.onnx")
+        data = pixel_calibration(calibration_images)
+        path = convert_to_tflite(source, folder, ("int8",), calibration=data, nhwc=nhwc, stem=stem)["int8"]
+    info = {
+        "graph": "pixel input, zero-sum int8 stem"
+        + (", mean pooling and head as one convolution" if pixel_graph.mean_first else "")
+        + (", channels equalized" if equalize else ""),
+        "input": f"{PIXEL_INPUT_NAME}: pixel - 128",
+    }
+    return path, info
 
 
 def _convert_factorised(
