@@ -19,8 +19,12 @@ training images and compared with PyTorch on the toy test split:
 * ``+ calibrated`` — the decision offset and temperature (``ladeda calibrate``) in the graph;
 * ``+ clamp`` — patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound (when one keeps
   every decision on the calibration images);
-* ``+ equalized`` — :func:`ladeda_lib.export.int8.convert_int8` (cross-layer channel equalization), what
-  ``ladeda export`` ships.
+* ``+ equalized`` — cross-layer channel equalization (what ``ladeda export`` shipped before the pixel graph);
+* ``pixel input`` — :class:`ladeda_lib.export.int8.PixelInputStudent`: pixel − 128 in (normalisation folded into
+  the stem), zero-sum pre-rounded fused stem, mean pooling and head as one whole-grid convolution;
+* ``auto`` — :func:`ladeda_lib.export.int8.convert_int8`'s default, what ``ladeda export`` ships: the pixel graph
+  with and without equalization and the factorised graph, keeping the one that agrees best on the calibration
+  images.
 """
 
 from __future__ import annotations
@@ -38,42 +42,9 @@ from ladeda_lib.calibration import fit_calibration
 from ladeda_lib.export import export_onnx
 from ladeda_lib.export.chain import load_export_images
 from ladeda_lib.export.int8 import choose_clamp, convert_int8
+from ladeda_lib.export.standins import stand_in
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
-from ladeda_lib.models import TinyLaDeDa
 from ladeda_lib.runtime import load_predictor
-
-
-def stand_in(kind: str, calibration_images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> TinyLaDeDa:
-    """A published-layout Tiny-LaDeDa (mean pooling) with measured BN statistics, made to behave like ``kind``."""
-    torch.manual_seed(seed)
-    model = TinyLaDeDa(pool="all")
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the batches below
-    x = torch.from_numpy(normalised_images(calibration_images))
-    model.train()
-    with torch.no_grad():
-        for start in range(0, len(x), 16):
-            model(x[start : start + 16])
-    model.eval()
-    with torch.no_grad():
-        if kind == "forensynth_like":
-            model.bn1.running_var.div_(300)
-        # a "trained" head: the direction in feature space that separates the two classes (least squares)
-        feats = model.features(x).mean(dim=(2, 3))
-        target = labels.float() * 2 - 1
-        w = torch.linalg.lstsq(feats - feats.mean(0), (target - target.mean())[:, None]).solution[:, 0]
-        model.fc.weight.copy_(w[None] / w.abs().max())
-        model.fc.bias.zero_()
-        if kind == "wildrf_like":
-            model.fc.weight.mul_(100 / float(model.patch_logits(x).std()))
-            model.fc.bias.fill_(-float(model(x).median()))
-        elif kind == "forensynth_like":
-            model.fc.weight.mul_(500 / float(model(x).std()))
-            model.fc.bias.fill_(300 - float(model(x).min()))  # every image logit positive, in the hundreds+
-        else:
-            raise ValueError(kind)
-    return model
 
 
 def score(model, path, x, y, calibration=None, float_head=False):
@@ -152,11 +123,25 @@ def main() -> int:
                 if name in ("fused stem", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))
                 print(rows[-1], file=sys.stderr)
-            for name, cal in (("factorised + equalized (shipped)", None), ("... + calibrated", fitted)):
+            new_rows = (
+                ("factorised + equalized (shipped before)", None, {"graph": "factorised"}),
+                ("... + calibrated", fitted, {"graph": "factorised"}),
+                ("pixel input", None, {"graph": "pixel"}),
+                ("pixel input + calibrated", fitted, {"graph": "pixel"}),
+                ("pixel input + equalized", None, {"graph": "pixel", "equalize": True}),
+                ("pixel input + equalized + calibrated", fitted, {"graph": "pixel", "equalize": True}),
+                ("auto: best on calibration images (ships)", None, {}),
+                ("auto + calibrated (ships)", fitted, {}),
+            )
+            for name, cal, options in new_rows:
                 t0 = time.perf_counter()
-                path, _ = convert_int8(model, tmp, f"{kind}_{len(rows)}", calib, True, decision_calibration=cal)
+                path, info = convert_int8(
+                    model, tmp, f"{kind}_{len(rows)}", calib, True, decision_calibration=cal, **options
+                )
+                if not options:
+                    name += f" → {info['graph']}"
                 rows.append((kind, name, None, score(model, path, x, y, cal), time.perf_counter() - t0))
-            print(rows[-1], file=sys.stderr)
+                print(rows[-1], file=sys.stderr)
             print(
                 kind,
                 "patch logits on calibration images: p1/p50/p99",

@@ -133,7 +133,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             data={"dataset": "WildRF"},
             notes=(
                 "Published Tiny-LaDeDa: pooled logits of a few units on photographs, but patch logits up to about "
-                "+-400 on the toy images (heavy tails: int8 needs the export's patch-logit clamp)."
+                "+-400 on the toy images (heavy tails: int8 pools them in the pixel-input graph's whole-grid head)."
             ),
         ),
         WeightsEntry(

@@ -48,6 +48,10 @@ from ladeda_lib.models.preprocessing import FixedFilter, Identity
 INPUT_NAME = "input"
 LOGIT_NAME = "logit"
 PATCH_NAME = "patch_logits"
+#: Input name of a *pixel-input* graph (the full-int8 student, :mod:`ladeda_lib.export.int8`): it takes
+#: ``pixel − 128`` (0..255 grey levels shifted into int8's [-128, 127]) instead of normalised floats, so its
+#: int8 input step is exactly one grey level. Predictors recognise such a file by this input name.
+PIXEL_INPUT_NAME = "pixels"
 #: Suffixes of the formats :func:`load_predictor` knows (compared lower-case).
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 EXPORT_SUFFIXES = (".onnx", ".tflite")
@@ -499,6 +503,8 @@ class ExportedPredictor(Predictor):
         self._logit_index, self._patch_index = classify_outputs(self.outputs)
         self.record = read_sidecar(self.path) or {}
         self.calibration = Calibration.from_dict(self.record.get("calibration"))
+        # the full-int8 student takes pixel − 128 (LiteRT may prefix/suffix the name: "serving_default_pixels:0")
+        self.pixel_input = PIXEL_INPUT_NAME in self.input.name.lower()
 
     @property
     def output_names(self) -> list[str]:
@@ -514,13 +520,18 @@ class ExportedPredictor(Predictor):
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, 3, H, W) normalised float → (logit (B, 1), patch_logits (B, 1, h, w) or None)."""
+        """(B, 3, H, W) normalised float → (logit (B, 1), patch_logits (B, 1, h, w) or None).
+
+        A pixel-input file (input named :data:`PIXEL_INPUT_NAME`) is fed :func:`normalised_to_pixels` of ``x``.
+        """
         batch = as_batch(x)
         if batch.shape[2:] != (self.image_size, self.image_size):
             raise ModelFileError(
                 f"{self.path.name} expects {self.image_size}×{self.image_size} images, got {batch.shape[2]}×"
                 f"{batch.shape[3]}; resize with ladeda_lib.data.preprocess"
             )
+        if self.pixel_input:
+            batch = normalised_to_pixels(batch)
         if self.layout == "NHWC":
             batch = batch.transpose(0, 2, 3, 1)
         step = self.fixed_batch or batch.shape[0]
@@ -633,6 +644,19 @@ class TFLitePredictor(ExportedPredictor):
                 value = (value.astype(np.float32) - info.zero_point) * info.scale
             results.append(value.astype(np.float32))
         return results
+
+
+def normalised_to_pixels(x: np.ndarray) -> np.ndarray:
+    """Normalised float images (B, 3, H, W) → ``pixel − 128`` float32 in [-128, 127], same shape.
+
+    Inverts the shared normalisation (:data:`~ladeda_lib.geometry.INPUT_GEOMETRY`) and rounds to whole grey
+    levels: exact for images that came from uint8, which is what the pixel-input int8 file expects
+    (:data:`PIXEL_INPUT_NAME`). Introduced in notebook 07.
+    """
+    mean = np.asarray(INPUT_GEOMETRY.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(INPUT_GEOMETRY.std, np.float32).reshape(1, 3, 1, 1)
+    pixels = np.round((np.asarray(x, np.float32) * std + mean) * 255.0)
+    return (np.clip(pixels, 0, 255) - 128.0).astype(np.float32)
 
 
 def model_kind(path: str | Path) -> str:

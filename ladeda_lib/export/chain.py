@@ -105,7 +105,7 @@ def export_model(
         )
     int8_info: dict[str, Any] = {}
     if "int8" in formats:
-        # factorised, channel-equalized graph: see ladeda_lib/export/int8.py and benchmarks/int8_study.md
+        # pixel-input graph for Tiny-LaDeDa (factorised otherwise): ladeda_lib/export/int8.py, benchmarks/int8_study.md
         produced["int8"], int8_info = convert_int8(
             model, folder, output.stem, calibration, with_patches, nhwc, decision_calibration
         )
@@ -122,7 +122,7 @@ def export_model(
         **(record or {}),
     }
     for fmt, path in result.files.items():
-        graph = "factorised stem" if fmt == "int8" or not fuse else "fused stem"
+        graph = "fused stem" if fuse else "factorised stem"
         extra = int8_info if fmt == "int8" else {}
         write_sidecar(path, {**facts, "format": fmt, "graph": graph, **extra})
     if eval_images is not None:

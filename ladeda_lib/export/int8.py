@@ -19,18 +19,34 @@ float head and with calibration alone. Introduced in notebook 07.
 
 from __future__ import annotations
 
+import copy
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.onnx_export import export_onnx
+from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
+from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
-from ladeda_lib.runtime import Calibration, fold_batchnorm
+from ladeda_lib.models.preprocessing import FixedFilter, Identity
+from ladeda_lib.runtime import (
+    LOGIT_NAME,
+    PATCH_NAME,
+    PIXEL_INPUT_NAME,
+    Calibration,
+    fold_batchnorm,
+    load_predictor,
+    normalised_to_pixels,
+    stem_kernel,
+)
 
 #: Quantiles of |patch logit| tried as the bound, tightest first.
 CLAMP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
@@ -109,6 +125,268 @@ def equalize_channels(model: TinyLaDeDa, images: torch.Tensor | np.ndarray, limi
     return folded
 
 
+def zero_sum_round(weight: torch.Tensor, zero_sum: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round a convolution kernel onto the int8 grid the converter uses, keeping each (out, in) kernel's sum.
+
+    The grid is symmetric per output channel, ``scale_o = max|w_o| / 127``, so the largest tap of each output
+    channel is exactly ±127 and the converter's own rounding of ``q · scale`` is lossless. With ``zero_sum``
+    the integer taps of every (out, in) kernel are then nudged (by one step each, largest rounding residual
+    first, never beyond ±127) until their sum equals the rounded sum of the float kernel — 0 for Tiny-LaDeDa's
+    fused stem, whose fixed diagonal filter sums to zero. A kernel that sums to zero ignores brightness; naive
+    rounding breaks the zero sum and the image's brightness leaks into every patch logit.
+
+    Args:
+        weight: (O, C, k, k) float kernel.
+        zero_sum: restore each (out, in) kernel's sum (in steps) after rounding.
+    Returns:
+        (integer taps (O, C, k, k) float64 in [-127, 127], scale (O,) float64); ``taps · scale`` is the
+        rounded kernel. Introduced in notebook 07.
+    """
+    w = weight.detach().double()
+    scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-30) / 127.0
+    exact = w / scale.view(-1, 1, 1, 1)
+    taps = torch.round(exact)
+    if zero_sum:
+        residual = exact - taps
+        for o in range(w.shape[0]):
+            for c in range(w.shape[1]):
+                flat, res = taps[o, c].flatten(), residual[o, c].flatten()
+                missing = int(torch.round(exact[o, c].sum()).item() - flat.sum().item())
+                step = 1.0 if missing > 0 else -1.0
+                # taps whose value was rounded *away* from the needed direction the most go first
+                for j in torch.argsort(res, descending=missing > 0).tolist():
+                    if missing == 0:
+                        break
+                    if abs(flat[j] + step) <= 127:
+                        flat[j] += step
+                        missing -= int(step)
+                taps[o, c] = flat.view_as(taps[o, c])
+    return taps, scale
+
+
+def border_pixels(rounded: bool = True) -> torch.Tensor:
+    """``255 · mean_c − 128`` per channel (3,), rounded by default: the pixel value the float model sees at its
+    zero-padded border (normalised 0), i.e. the pixel-input graph's padding. The graph holds the exact values
+    (float-identical to the model); the int8 file stores them rounded to whole grey levels."""
+    values = 255 * torch.tensor(INPUT_GEOMETRY.mean, dtype=torch.float64) - 128
+    return torch.round(values) if rounded else values
+
+
+def pixel_stem(model: TinyLaDeDa) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The fused stem (:func:`~ladeda_lib.runtime.stem_kernel`) re-expressed for ``pixel − 128`` input.
+
+    Normalised input is ``x_n = (p − 255·mean_c) / (255·std_c)`` with ``p = pixel − 128 + 128``, so the kernel
+    becomes ``w / (255·std_c)`` and the mean subtraction adds ``Σ w'·(128 − 255·mean_c)`` to the bias. With a
+    zero-sum fixed filter that term is 0 wherever the kernel sees the image only; at the border the float model
+    pads normalised zeros, i.e. pixel ``255·mean_c`` — the pixel graph pads with :func:`border_pixels` instead.
+
+    Returns:
+        (weight (8, 3, k, k) float64, bias (8,) float64, padded): ``padded`` is True for a fixed filter (5×5,
+        pad top/left by one border pixel), False for ``"raw"`` (3×3, no padding, the mean folded into the bias).
+    """
+    weight, bias, padding = stem_kernel(model)
+    std = torch.tensor(INPUT_GEOMETRY.std, dtype=torch.float64).view(1, 3, 1, 1)
+    mean = torch.tensor(INPUT_GEOMETRY.mean, dtype=torch.float64)
+    weight = weight / (255 * std)
+    if padding == 0:
+        bias = bias + (weight.sum(dim=(2, 3)) * (128 - 255 * mean)).sum(dim=1)
+        return weight, bias, False
+    sums = weight.sum(dim=(2, 3)).abs().max()
+    if float(sums) > 1e-9 * float(weight.abs().max()):
+        raise ExportError(
+            f"the {model.preprocess.name} filter does not sum to zero; the pixel-input int8 graph needs a "
+            "zero-sum fixed filter (right_diag, left_diag, x_grad, y_grad) or raw input"
+        )
+    return weight, bias, True
+
+
+class PixelInputStudent(nn.Module):
+    """Tiny-LaDeDa as the full-int8 file computes it: ``pixel − 128`` in, logits out, one rounding per tensor.
+
+    (B, 3, 256, 256) float ``pixel − 128`` (whole numbers in [-128, 127]) → ``logit`` (B, 1)
+    [, ``patch_logits`` (B, 1, 126, 126)].
+
+    * the ImageNet normalisation is folded into the stem (:func:`pixel_stem`), so the int8 input step is one
+      grey level (a normalised input quantised per tensor has a step of 0.0187, more than a grey level's
+      0.0171, re-rounding exactly the faint high-frequency traces the detector reads);
+    * border: one row on top and one column on the left of :func:`border_pixels` per channel (the bottom/right
+      padding never reaches the 126×126 grid: stem row 253 is not read by ``layer1.0.conv2``);
+    * the stem kernel is pre-rounded by :func:`zero_sum_round` so brightness cannot leak into the patches;
+    * BatchNorm folded into ``layer1.0`` (:func:`~ladeda_lib.runtime.fold_batchnorm`), the head ``fc`` as a 1×1
+      convolution, a decision calibration folded into it (``(fc − offset) / T``);
+    * mean pooling ("all", the published files): ``logit = fc(mean of features)`` — the same number in float,
+      and the int8 file never rounds the large patch-logit tensor on the way to the decision; top-K students
+      pool the patch map.
+    Introduced in notebook 07.
+    """
+
+    def __init__(
+        self,
+        model: TinyLaDeDa,
+        with_patches: bool = False,
+        calibration: Calibration | None = None,
+        round_stem: bool = True,
+        equalize_images: torch.Tensor | np.ndarray | None = None,
+        image_size: int = INPUT_GEOMETRY.image_size,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, TinyLaDeDa) or not isinstance(model.preprocess, FixedFilter | Identity):
+            raise ExportError(
+                "the pixel-input int8 graph is built for Tiny-LaDeDa with a fixed filter or raw input; "
+                f"{type(model).__name__} with {getattr(model.preprocess, 'name', '?')} preprocessing is converted "
+                "through the normalised-input graph instead"
+            )
+        weight, bias, padded = pixel_stem(model.eval())
+        self.stem = nn.Conv2d(3, weight.shape[0], weight.shape[-1], bias=True)
+        self.padded = padded
+        self.border = tuple(float(v) for v in border_pixels(rounded=False))
+        folded = fold_batchnorm(model, check=False)
+        self.layer1 = folded.layer1
+        self.relu = nn.ReLU()
+        self.head = nn.Conv2d(weight.shape[0], 1, 1)
+        offset = 0.0 if calibration is None else float(calibration.offset)
+        temperature = 1.0 if calibration is None else float(calibration.temperature)
+        with torch.no_grad():
+            self.stem.weight.copy_(weight.float())
+            self.stem.bias.copy_(bias.float())
+            self.head.weight.copy_(model.fc.weight.view(1, -1, 1, 1) / temperature)
+            self.head.bias.copy_((model.fc.bias - offset) / temperature)
+        self.pool = copy.deepcopy(model.pool)
+        self.mean_first = model.pool.k is None
+        self.with_patches = with_patches
+        self.equalized = equalize_images is not None
+        if equalize_images is not None:
+            self._equalize(torch.from_numpy(pixel_images(equalize_images)))
+        if round_stem:
+            taps, scale = zero_sum_round(weight if not self.equalized else self.stem.weight, zero_sum=padded)
+            with torch.no_grad():
+                self.stem.weight.copy_((taps * scale.view(-1, 1, 1, 1)).float())
+        if self.mean_first:
+            # mean pooling + head as ONE convolution over the whole patch grid: (B, 8, h, w) → (B, 1, 1, 1).
+            # Its int32 accumulator sums every patch; no int8 tensor of mean features (measured: 256 levels over
+            # the mean features' range moved calibrated decisions) and no int8 patch-logit tensor on the way.
+            grid = model.grid_size(image_size)
+            self.pooled_head = nn.Conv2d(weight.shape[0], 1, grid)
+            with torch.no_grad():
+                self.pooled_head.weight.copy_(self.head.weight.expand(1, -1, grid, grid) / grid**2)
+                self.pooled_head.bias.copy_(self.head.bias)
+        self.eval()
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def _equalize(self, pixels: torch.Tensor, limit: float = 1e4) -> None:
+        """Cross-layer channel equalization (see :func:`equalize_channels`) on this graph, in float."""
+        block = self.layer1[0]
+        pairs = ((self.stem, block.conv1), (block.conv1, block.conv2), (block.conv2, self.head))
+        with torch.no_grad():
+            for producer, consumer in pairs:
+                seen: list[torch.Tensor] = []
+                hook = producer.register_forward_hook(
+                    lambda _m, _i, out, seen=seen: seen.append(out.relu().amax(dim=(0, 2, 3)))
+                )
+                for start in range(0, len(pixels), 16):
+                    self.features(pixels[start : start + 16])
+                hook.remove()
+                peak = torch.stack(seen).amax(dim=0)
+                scale = torch.where(peak > 0, peak.max() / peak.clamp_min(1e-12), torch.ones_like(peak))
+                scale = scale.clamp(max=limit)
+                producer.weight.mul_(scale.view(-1, *([1] * (producer.weight.dim() - 1))))
+                producer.bias.mul_(scale)
+                consumer.weight.div_(scale.view(1, -1, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 256, 256) ``pixel − 128`` → (B, 8, 126, 126) features."""
+        if self.padded:
+            # per-channel constant padding. ONNX Pad takes one value, and onnx2tf mis-lays out Concats with border
+            # rows and Pads of channel slices; whole-tensor Pads and a per-channel Mul convert cleanly:
+            # pad(x, 0) + pad(0·x, 1)·b puts b_c on the border and x inside (its int8 values are whole grey levels)
+            border = torch.tensor(self.border, dtype=x.dtype).view(1, 3, 1, 1)
+            x = F.pad(x, (1, 0, 1, 0)) + F.pad(x * 0.0, (1, 0, 1, 0), value=1.0) * border
+        return self.layer1(self.relu(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(x)
+        patches = self.head(feats)
+        if self.mean_first:
+            logit = self.pooled_head(feats).flatten(1)
+        else:
+            logit = self.pool(patches)
+        return (logit, patches) if self.with_patches else logit
+
+
+def pixel_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 (N, 3, H, W) images (or normalised float ones) → float32 ``pixel − 128``, the pixel graph's input."""
+    tensor = torch.as_tensor(images)
+    if tensor.dtype == torch.uint8:
+        return (tensor.float() - 128.0).numpy()
+    return normalised_to_pixels(tensor.float().numpy())
+
+
+def export_pixel_onnx(graph: PixelInputStudent, path: str | Path, image_size: int = 256) -> Path:
+    """Export a :class:`PixelInputStudent` to ONNX (opset 17): input :data:`PIXEL_INPUT_NAME` (1, 3, S, S)
+    float → ``logit`` [, ``patch_logits``]; checked against PyTorch with onnxruntime (relative 1e-4)."""
+    import onnx
+
+    from ladeda_lib.export.onnx_export import DEFAULT_OPSET, run_onnxruntime
+
+    path = Path(path)
+    example = torch.randint(-128, 128, (1, 3, image_size, image_size), generator=torch.Generator().manual_seed(0))
+    example = example.float()
+    names = [LOGIT_NAME, PATCH_NAME] if graph.with_patches else [LOGIT_NAME]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=[PIXEL_INPUT_NAME],
+            output_names=names,
+            opset_version=DEFAULT_OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+        expected = graph(example)
+    # the tracer computes F.pad's pads with a chain of shape ops; onnx2tf mis-reads that chain (the patch map came
+    # out 126×125 with batch 2), so fold it into constants first (onnx-graphsurgeon ships with onnx2tf)
+    import onnx_graphsurgeon as gs
+
+    folded = gs.import_onnx(onnx.load(str(path)))
+    folded.fold_constants().cleanup().toposort()
+    onnx.save(gs.export_onnx(folded), str(path))
+    onnx.checker.check_model(onnx.load(str(path)))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for name, want, have in zip(names, expected, run_onnxruntime(path, example.numpy()), strict=True):
+        scale = max(1.0, float(want.abs().max()))
+        if float(np.abs(want.numpy() - have).max()) > 1e-4 * scale:
+            raise ExportError(f"{path}: onnxruntime output {name!r} differs from PyTorch beyond 1e-4 of {scale:.3g}")
+    return path
+
+
+def pixel_calibration(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The pixel graph's int8 calibration data: ``pixel − 128`` of ``images``, spanning exactly [-128, 127].
+
+    The converter sets the input's scale from the calibration data's range; only a range of exactly
+    [-128, 127] gives scale 1 and zero point 0 (one grey level per int8 step, no re-rounding of the input).
+    When the images never reach 0 or 255, one pixel in a corner of the first image is set to the missing
+    extreme (one pixel of one image; it moves the other tensors' ranges negligibly).
+    """
+    pixels = pixel_images(images).copy()
+    if pixels.min() > -128:
+        pixels[0, :, -1, -1] = -128.0
+    if pixels.max() < 127:
+        pixels[0, :, -1, 0] = 127.0
+    return pixels
+
+
+#: int8 graphs :func:`convert_int8` can build: (graph, equalize) → label.
+INT8_CANDIDATES = {
+    ("pixel", False): "pixel input",
+    ("pixel", True): "pixel input + equalized",
+    ("factorised", True): "factorised + equalized",
+}
+
+
 def convert_int8(
     model: PatchDetector,
     folder: str | Path,
@@ -117,18 +395,127 @@ def convert_int8(
     with_patches: bool = False,
     nhwc: bool = False,
     decision_calibration: Calibration | None = None,
-    equalize: bool = True,
+    equalize: bool = False,
+    graph: str = "auto",
 ) -> tuple[Path, dict[str, Any]]:
-    """Write ``<folder>/<stem>_int8.tflite``: the factorised, channel-equalized graph, calibrated on ``calibration_images``.
+    """Write ``<folder>/<stem>_int8.tflite``, the full-int8 file, calibrated on ``calibration_images``.
+
+    Graphs (``benchmarks/int8_study.md`` compares them):
+
+    * ``"pixel"``: the :class:`PixelInputStudent` — pixel input, zero-sum pre-rounded fused stem, mean pooling and
+      head as one convolution; the file's input is named :data:`PIXEL_INPUT_NAME` and every predictor feeds it
+      ``pixel − 128``. Tiny-LaDeDa with a fixed filter or raw input only.
+    * ``"factorised"``: the normalised-input graph with the filter, ``conv1`` and ``conv2`` kept apart, channels
+      equalized (the teacher and NPR students, whose preprocessing is not a convolution, get only this).
+    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph with and
+      without channel equalization and the factorised graph, and keeps the file whose logits are closest to the
+      float model's on the calibration images (smallest mean |Δ logit|: a continuous measure, where the agreement
+      of 100 images moves in 1 % steps and picked the worse file for our toy student) — which one wins depends on
+      the student (measured in the study); otherwise the factorised graph.
 
     Args:
         model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
         with_patches, nhwc: as for :func:`~ladeda_lib.export.chain.export_model`.
         decision_calibration: offset/temperature baked into the graph (the logits compared are calibrated).
-        equalize: run :func:`equalize_channels`' copy (Tiny-LaDeDa only; outputs unchanged in float).
+        equalize: with ``graph="pixel"``, cross-layer channel equalization first (same float outputs).
+        graph: ``"auto"``, ``"pixel"`` or ``"factorised"``.
     Returns:
-        (the int8 file, ``{"graph": …}`` saying which graph was converted).
+        (the int8 file, ``{"graph": …, "input": …, "candidates": …}`` saying which graph was converted, what it
+        takes, and each candidate's agreement on the calibration images when several were tried).
     """
+    if calibration_images is None:
+        raise ExportError(
+            "full int8 quantization needs representative calibration images (real training images through the "
+            "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
+        )
+    fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
+    if graph == "auto":
+        candidates = list(INT8_CANDIDATES) if fusable else [("factorised", True)]
+    elif graph == "pixel":
+        candidates = [("pixel", equalize)]
+    elif graph == "factorised":
+        candidates = [("factorised", True)]
+    else:
+        raise ExportError(f"unknown int8 graph {graph!r}; choose auto, pixel or factorised")
+    folder = Path(folder)
+    if len(candidates) == 1:
+        return _convert_one(
+            model, candidates[0], folder, stem, calibration_images, with_patches, nhwc, decision_calibration
+        )
+    scores: dict[str, dict[str, float]] = {}
+    best: tuple[float, Path, dict[str, Any]] | None = None
+    with tempfile.TemporaryDirectory(prefix="ladeda_int8_pick_") as tmp:
+        for i, candidate in enumerate(candidates):
+            path, info = _convert_one(
+                model, candidate, Path(tmp) / str(i), stem, calibration_images, with_patches, nhwc, decision_calibration
+            )
+            agreement, max_abs, mean_abs = _decision_agreement(model, path, calibration_images, decision_calibration)
+            scores[INT8_CANDIDATES[candidate]] = {"agreement": agreement, "max_abs": max_abs, "mean_abs": mean_abs}
+            if best is None or mean_abs < best[0]:
+                best = (mean_abs, path, info)
+        assert best is not None
+        target = check_writable_folder(folder) / best[1].name
+        shutil.copyfile(best[1], target)
+    return target, {**best[2], "candidates (on calibration images)": scores}
+
+
+def _decision_agreement(
+    model: PatchDetector,
+    path: Path,
+    images: torch.Tensor | np.ndarray,
+    calibration: Calibration | None,
+) -> tuple[float, float, float]:
+    """(decision agreement, max |Δ logit|, mean |Δ logit|) of an int8 file against the float model on ``images``."""
+    x = normalised_images(images)
+    with torch.no_grad():
+        ref = torch.cat([model.eval()(torch.from_numpy(x[i : i + 16])) for i in range(0, len(x), 16)]).numpy()
+    if calibration is not None:
+        ref = calibration.apply(ref)
+    got, _ = load_predictor(path)(x)
+    ref, got = ref.reshape(-1), got.reshape(-1)
+    return float(np.mean((got >= 0) == (ref >= 0))), float(np.abs(got - ref).max()), float(np.abs(got - ref).mean())
+
+
+def _convert_one(
+    model: PatchDetector,
+    candidate: tuple[str, bool],
+    folder: Path,
+    stem: str,
+    calibration_images: torch.Tensor | np.ndarray,
+    with_patches: bool,
+    nhwc: bool,
+    decision_calibration: Calibration | None,
+) -> tuple[Path, dict[str, Any]]:
+    graph, equalize = candidate
+    if graph == "factorised":
+        return _convert_factorised(model, folder, stem, calibration_images, with_patches, nhwc, decision_calibration)
+    pixel_graph = PixelInputStudent(
+        model, with_patches, decision_calibration, equalize_images=calibration_images if equalize else None
+    )
+    with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
+        source = export_pixel_onnx(pixel_graph, Path(tmp) / f"{stem}.onnx")
+        data = pixel_calibration(calibration_images)
+        path = convert_to_tflite(source, folder, ("int8",), calibration=data, nhwc=nhwc, stem=stem)["int8"]
+    info = {
+        "graph": "pixel input, zero-sum int8 stem"
+        + (", mean pooling and head as one convolution" if pixel_graph.mean_first else "")
+        + (", channels equalized" if equalize else ""),
+        "input": f"{PIXEL_INPUT_NAME}: pixel - 128",
+    }
+    return path, info
+
+
+def _convert_factorised(
+    model: PatchDetector,
+    folder: str | Path,
+    stem: str,
+    calibration_images: torch.Tensor | np.ndarray,
+    with_patches: bool,
+    nhwc: bool,
+    decision_calibration: Calibration | None,
+    equalize: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """The normalised-input int8 file: factorised stem, channels equalized for Tiny-LaDeDa."""
     if calibration_images is None:
         raise ExportError(
             "full int8 quantization needs representative calibration images (real training images through the "
