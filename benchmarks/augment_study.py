@@ -11,6 +11,9 @@ teacher, notebook 04's budget (8 epochs, batch 32, unless the run says otherwise
 * ``label`` — labels only (α_d = 0), no teacher;
 * ``degraded targets`` — distilled, but the teacher's map is recomputed on the DEGRADED training image.
 
+Runs on the ``facebook copy`` (:func:`facebook_training_set`) train on files that went through the facebook
+chain at their own resolution; a distilled run there gets the teacher's maps of those degraded files.
+
 The **oracles** apply one platform's exact chain to every training image (p = 1): ``oracle facebook`` rescales
 by ×0.5-0.65 and recompresses at quality 65-75 (on top of the training images' own light JPEG), so the student
 trains on facebook-like images; its facebook AP bounds what augmentation towards that platform can reach with
@@ -40,20 +43,62 @@ from ladeda_lib.paths import weights_dir
 PLATFORMS = ("reddit", "twitter", "facebook")
 FACEBOOK = "p_rescale=1,rescale_factor=0.5:0.65,p_jpeg=1,jpeg_quality=65:75"
 PLATFORM_PRESET = "p_blur=0.2,p_rescale=0.5,rescale_factor=0.4:1,p_jpeg=0.5,jpeg_quality=50:95"
+MATCHED = "p_rescale=0.5,rescale_factor=0.5:1,p_jpeg=0.5,jpeg_quality=65:95"
 
-#: name → (kind, augmentation as explicit key=value pairs over "all off", epochs).
-RUNS: dict[str, tuple[str, str, int]] = {
-    "no augmentation": ("distilled", "off", 8),
-    "no augmentation, label-only": ("label", "off", 8),
-    "oracle facebook": ("distilled", FACEBOOK, 8),
-    "oracle facebook, label-only": ("label", FACEBOOK, 8),
-    "oracle facebook, label-only, 24 epochs": ("label", FACEBOOK, 24),
-    "oracle reddit": ("distilled", "p_jpeg=1,jpeg_quality=90:95", 8),
-    "oracle reddit, label-only": ("label", "p_jpeg=1,jpeg_quality=90:95", 8),
-    "platform preset (old --augment on)": ("distilled", PLATFORM_PRESET, 8),
-    "platform preset, degraded targets": ("degraded targets", PLATFORM_PRESET, 8),
-    "matched": ("distilled", "p_rescale=0.5,rescale_factor=0.5:1,p_jpeg=0.5,jpeg_quality=65:95", 8),
+#: name → (kind, augmentation as explicit key=value pairs over "all off", epochs, training data).
+#: Training data "toy" is the toy set's train split; "facebook copy" is :func:`facebook_training_set`.
+RUNS: dict[str, tuple[str, str, int, str]] = {
+    "no augmentation": ("distilled", "off", 8, "toy"),
+    "no augmentation, label-only": ("label", "off", 8, "toy"),
+    "oracle reddit": ("distilled", "p_jpeg=1,jpeg_quality=90:95", 8, "toy"),
+    "oracle reddit, label-only": ("label", "p_jpeg=1,jpeg_quality=90:95", 8, "toy"),
+    "oracle facebook": ("distilled", FACEBOOK, 8, "toy"),
+    "oracle facebook, label-only": ("label", FACEBOOK, 8, "toy"),
+    "oracle facebook, label-only, 24 epochs": ("label", FACEBOOK, 24, "toy"),
+    "oracle facebook, label-only, 40 epochs": ("label", FACEBOOK, 40, "toy"),
+    "exact facebook copy, label-only": ("label", "off", 8, "facebook copy"),
+    "exact facebook copy, teacher on the copy": ("distilled", "off", 8, "facebook copy"),
+    "platform preset (old --augment on)": ("distilled", PLATFORM_PRESET, 8, "toy"),
+    "platform preset, degraded targets": ("degraded targets", PLATFORM_PRESET, 8, "toy"),
+    "platform preset, 24 epochs": ("distilled", PLATFORM_PRESET, 24, "toy"),
+    "matched": ("distilled", MATCHED, 8, "toy"),
+    "JPEG 65-95 always": ("distilled", "p_jpeg=1,jpeg_quality=65:95", 8, "toy"),
+    "JPEG 65-95 always, rescale 0.3": (
+        "distilled",
+        "p_jpeg=1,jpeg_quality=65:95,p_rescale=0.3,rescale_factor=0.5:1",
+        8,
+        "toy",
+    ),
 }
+
+
+def facebook_training_set(source: Path, target: Path, seed: int = 15) -> Path:
+    """A copy of the toy set whose TRAINING files went through the facebook-like chain, at their own size.
+
+    Each ``train`` JPEG (192-384 px a side, already light JPEG) is rescaled ×0.5-0.65 (bicubic) and saved
+    at quality 65-75 exactly as the toy generator makes ``test/facebook`` (``_reencode``); ``val`` and
+    ``test`` are links to the originals. Unlike the augmentation (which degrades the 256×256 training
+    tensor), the rescale acts at the file's own resolution, as it does for the test images.
+    """
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from ladeda_lib.data.toy import PLATFORM_STYLES, _reencode
+
+    if (target / "train").is_dir():
+        return target
+    rng = np.random.default_rng(seed)
+    for file in sorted(source.glob("train/*/*.jpg")):
+        out = target / file.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(file) as image:
+            data, _ = _reencode(np.array(image.convert("RGB")), PLATFORM_STYLES["facebook"], rng)
+        out.write_bytes(data)
+    for split in ("val", "test"):
+        os.symlink((source / split).resolve(), target / split)
+    return target
 
 
 def augment_from_spec(spec: str) -> AugmentConfig:
@@ -87,11 +132,24 @@ class DegradedTargets:
         return {**batch, "teacher": patches}
 
 
-def run_one(name: str, seed: int, work: Path, teacher: Any, data: Any, dataset: Path, cache: Path) -> dict[str, Any]:
+def run_one(
+    name: str,
+    seed: int,
+    work: Path,
+    teacher: Any,
+    data: dict[str, Any],
+    dataset: Path,
+    cache: Path,
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Train (or load) one student and score it per test platform; returns the result row."""
     import ladeda_lib.distill.train as train_module
 
-    kind, spec, epochs = RUNS[name]
+    kind, spec, run_epochs, source = RUNS[name]
+    epochs = run_epochs if epochs is None else epochs
+    if source not in data:  # the facebook copy, built and decoded on first use
+        copy = facebook_training_set(dataset, work / "facebook_copy")
+        data[source] = load_training_data(copy, cache, progress=False)
     alphas = (0.0, 1.0) if kind == "label" else (0.5, 0.5)
     folder = work / f"{name.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')}_s{seed}"
     cfg = StudentTrainConfig(
@@ -109,7 +167,11 @@ def run_one(name: str, seed: int, work: Path, teacher: Any, data: Any, dataset: 
     start = time.time()
     try:
         final = folder / "student_final.pt"
-        model = str(final) if final.is_file() else train_student(cfg, teacher=teacher, data=data, progress=False).model
+        model = (
+            str(final)
+            if final.is_file()
+            else train_student(cfg, teacher=teacher, data=data[source], progress=False).model
+        )
     finally:
         train_module.with_augmentation = original
     seconds = time.time() - start
@@ -119,6 +181,7 @@ def run_one(name: str, seed: int, work: Path, teacher: Any, data: Any, dataset: 
         "name": name,
         "kind": kind,
         "augment": spec,
+        "data": source,
         "epochs": epochs,
         "seed": seed,
         "val_ap": report["groups"]["val"]["ap"],
@@ -137,12 +200,12 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
         "(100 images each); target of issue 15: facebook within 0.05 of reddit, reddit no more than 0.01 below "
         "the un-augmented student.",
         "",
-        "| run | kind | augmentation | epochs | seed | val | reddit | twitter | facebook | reddit − facebook |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | kind | training data | augmentation | epochs | seed | val | reddit | twitter | facebook | reddit − facebook |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['kind']} | `{r['augment']}` | {r['epochs']} | {r['seed']} | {r['val_ap']:.3f} | "
+            f"| {r['name']} | {r['kind']} | {r.get('data', 'toy')} | `{r['augment']}` | {r['epochs']} | {r['seed']} | {r['val_ap']:.3f} | "
             f"{r['reddit']:.3f} | {r['twitter']:.3f} | {r['facebook']:.3f} | {r['gap']:+.3f} |"
         )
     out.write_text("\n".join(lines) + "\n")
@@ -157,6 +220,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("augment_study.md"))
     parser.add_argument("--cache", type=Path, default=None, help="image/target cache (default: weights/cache)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (a quick check)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     unknown = set(args.runs) - set(RUNS)
@@ -168,12 +232,12 @@ def main() -> None:
     dataset = ensure_toy_dataset()
     cache = args.cache or weights_dir() / "cache"
     teacher = get_teacher(progress=False)
-    data = load_training_data(dataset, cache, progress=False)
+    data = {"toy": load_training_data(dataset, cache, progress=False)}
     for name in args.runs:
         for seed in args.seeds:
             if any(r["name"] == name and r["seed"] == seed for r in done):
                 continue
-            row = run_one(name, seed, args.work, teacher, data, dataset, cache)
+            row = run_one(name, seed, args.work, teacher, data, dataset, cache, args.epochs)
             print(json.dumps(row), flush=True)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
