@@ -50,6 +50,7 @@ MATCHED = "p_rescale=0.5,rescale_factor=0.5:1,p_jpeg=0.5,jpeg_quality=65:95"
 RUNS: dict[str, tuple[str, str, int, str]] = {
     "no augmentation": ("distilled", "off", 8, "toy"),
     "no augmentation, label-only": ("label", "off", 8, "toy"),
+    "no augmentation, 40 epochs": ("distilled", "off", 40, "toy"),
     "oracle reddit": ("distilled", "p_jpeg=1,jpeg_quality=90:95", 8, "toy"),
     "oracle reddit, label-only": ("label", "p_jpeg=1,jpeg_quality=90:95", 8, "toy"),
     "oracle facebook": ("distilled", FACEBOOK, 8, "toy"),
@@ -62,6 +63,12 @@ RUNS: dict[str, tuple[str, str, int, str]] = {
     "platform preset, degraded targets": ("degraded targets", PLATFORM_PRESET, 8, "toy"),
     "platform preset, 24 epochs": ("distilled", PLATFORM_PRESET, 24, "toy"),
     "matched": ("distilled", MATCHED, 8, "toy"),
+    "matched, p 0.8, 40 epochs": (
+        "distilled",
+        "p_rescale=0.8,rescale_factor=0.5:1,p_jpeg=0.8,jpeg_quality=65:95",
+        40,
+        "toy",
+    ),
     "JPEG 65-95 always": ("distilled", "p_jpeg=1,jpeg_quality=65:95", 8, "toy"),
     "JPEG 65-95 always, rescale 0.3": (
         "distilled",
