@@ -23,21 +23,11 @@ from ladeda_lib.export import (
     topk_k_as_constant_nodes,
     verify_exports,
 )
+from ladeda_lib.export.standins import synthetic_images
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import TinyLaDeDa
 
 pytestmark = pytest.mark.slow
-
-
-def synthetic_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (n, 3, size, size) smooth 'real' images and 2× nearest-upsampled 'fake' ones; labels (n,)."""
-    g = torch.Generator().manual_seed(seed)
-    base = F.interpolate(torch.rand(n, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")
-    img = (base + 0.03 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
-    labels = torch.arange(n) % 2
-    fake = F.interpolate(F.interpolate(img, scale_factor=0.5, mode="bilinear", antialias=True), scale_factor=2.0)
-    img = torch.where(labels.view(-1, 1, 1, 1).bool(), fake, img)
-    return (img * 255).round().to(torch.uint8), labels
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
