@@ -23,6 +23,7 @@ import copy
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,34 @@ def choose_clamp(
     return None
 
 
+def _equalize_pairs(
+    pairs: tuple[tuple[nn.Module, nn.Module], ...],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    limit: float,
+) -> None:
+    """Cross-layer channel equalization in place (see :func:`equalize_channels`).
+
+    For each ``(producer, consumer)`` pair, in order: run ``forward`` over ``x`` (batches of 16) to find each
+    producer channel's largest ReLU output, multiply that channel (weight and bias) by ``s_c`` (equal peaks, at
+    most ``limit``×) and divide the consumer's weights on it by ``s_c``; float outputs stay the same.
+    """
+    with torch.no_grad():
+        for producer, consumer in pairs:
+            seen: list[torch.Tensor] = []
+            hook = producer.register_forward_hook(
+                lambda _m, _i, out, seen=seen: seen.append(out.relu().amax(dim=(0, 2, 3)))
+            )
+            for start in range(0, len(x), 16):
+                forward(x[start : start + 16])
+            hook.remove()
+            peak = torch.stack(seen).amax(dim=0)
+            scale = torch.where(peak > 0, peak.max() / peak.clamp_min(1e-12), torch.ones_like(peak)).clamp(max=limit)
+            producer.weight.mul_(scale.view(-1, *([1] * (producer.weight.dim() - 1))))
+            producer.bias.mul_(scale)
+            consumer.weight.div_(scale.view([1, -1] + [1] * (consumer.weight.dim() - 2)))
+
+
 def equalize_channels(model: TinyLaDeDa, images: torch.Tensor | np.ndarray, limit: float = 1e4) -> TinyLaDeDa:
     """A BatchNorm-folded copy of a Tiny-LaDeDa whose ReLU outputs have equal ranges per channel; same outputs.
 
@@ -107,21 +136,7 @@ def equalize_channels(model: TinyLaDeDa, images: torch.Tensor | np.ndarray, limi
     block = folded.layer1[0]
     pairs = ((folded.conv2, block.conv1), (block.conv1, block.conv2), (block.conv2, folded.fc))
     x = torch.from_numpy(normalised_images(images))
-    with torch.no_grad():
-        for producer, consumer in pairs:
-            seen: list[torch.Tensor] = []
-            hook = producer.register_forward_hook(
-                lambda _m, _i, out, seen=seen: seen.append(out.relu().amax(dim=(0, 2, 3)))
-            )
-            for start in range(0, len(x), 16):
-                folded.patch_logits(x[start : start + 16])
-            hook.remove()
-            peak = torch.stack(seen).amax(dim=0)
-            scale = torch.where(peak > 0, peak.max() / peak.clamp_min(1e-12), torch.ones_like(peak)).clamp(max=limit)
-            producer.weight.mul_(scale.view(-1, *([1] * (producer.weight.dim() - 1))))
-            producer.bias.mul_(scale)
-            shape = [1, -1] + [1] * (consumer.weight.dim() - 2)
-            consumer.weight.div_(scale.view(shape))
+    _equalize_pairs(pairs, folded.patch_logits, x, limit)
     return folded
 
 
@@ -278,21 +293,7 @@ class PixelInputStudent(nn.Module):
         """Cross-layer channel equalization (see :func:`equalize_channels`) on this graph, in float."""
         block = self.layer1[0]
         pairs = ((self.stem, block.conv1), (block.conv1, block.conv2), (block.conv2, self.head))
-        with torch.no_grad():
-            for producer, consumer in pairs:
-                seen: list[torch.Tensor] = []
-                hook = producer.register_forward_hook(
-                    lambda _m, _i, out, seen=seen: seen.append(out.relu().amax(dim=(0, 2, 3)))
-                )
-                for start in range(0, len(pixels), 16):
-                    self.features(pixels[start : start + 16])
-                hook.remove()
-                peak = torch.stack(seen).amax(dim=0)
-                scale = torch.where(peak > 0, peak.max() / peak.clamp_min(1e-12), torch.ones_like(peak))
-                scale = scale.clamp(max=limit)
-                producer.weight.mul_(scale.view(-1, *([1] * (producer.weight.dim() - 1))))
-                producer.bias.mul_(scale)
-                consumer.weight.div_(scale.view(1, -1, 1, 1))
+        _equalize_pairs(pairs, self.features, pixels, limit)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 256, 256) ``pixel − 128`` → (B, 8, 126, 126) features."""
