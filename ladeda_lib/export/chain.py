@@ -18,7 +18,8 @@ from ladeda_lib.export.int8 import convert_int8
 from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import QUANTIZATIONS, convert_to_tflite
 from ladeda_lib.export.verify import Tolerances, VerificationReport, verify_exports
-from ladeda_lib.models import PatchDetector
+from ladeda_lib.models import PatchDetector, TinyLaDeDa
+from ladeda_lib.models.preprocessing import FixedFilter, Identity
 from ladeda_lib.runtime import Calibration, write_sidecar
 
 #: ``--quantization`` choices: "none" is the float32 file, "all" every format.
@@ -85,8 +86,9 @@ def export_model(
         decision_calibration: a decision offset and temperature (``ladeda calibrate``) to bake into every file; the
             files' logits are then the calibrated ones, and each file's ``<file>.ladeda.json`` records it.
         record: more facts for the ``.ladeda.json`` records (source checkpoint, int8 calibration data).
-        fuse: run Tiny-LaDeDa's filter, ``conv1``, ``conv2`` and ``bn1`` as one 5×5 convolution in the graph
-            (identical outputs to ~1e-6, fewer operations; see :func:`~ladeda_lib.runtime.fuse_student_stem`).
+        fuse: export Tiny-LaDeDa as the deployed graph (``conv1``, ``conv2`` and ``bn1`` as one convolution,
+            column pairs, a pre-sorted top-K; identical outputs to ~1e-6, about half the time in LiteRT; see
+            :mod:`ladeda_lib.export.column_pairs`).
     Introduced in notebook 07.
     """
     output = Path(output)
@@ -98,6 +100,7 @@ def export_model(
         model, folder / f"{output.stem}.onnx", with_patches=with_patches, fuse=fuse, calibration=decision_calibration
     )
     float_formats = tuple(f for f in formats if f != "int8")
+    deployable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
     produced = {}
     if float_formats:
         produced = convert_to_tflite(
@@ -122,7 +125,7 @@ def export_model(
         **(record or {}),
     }
     for fmt, path in result.files.items():
-        graph = "fused stem" if fuse else "factorised stem"
+        graph = "deployed graph (column pairs, pre-sorted top-K)" if fuse and deployable else "as trained"
         extra = int8_info if fmt == "int8" else {}
         write_sidecar(path, {**facts, "format": fmt, "graph": graph, **extra})
     if eval_images is not None:

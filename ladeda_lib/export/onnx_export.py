@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ladeda_lib.export.column_pairs import deployable_student
 from ladeda_lib.export.errors import ExportError
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
 from ladeda_lib.models.preprocessing import FixedFilter, Identity
-from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration, fuse_student_stem
+from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration
 
 #: Opset that converts cleanly to TFLite (see the module docstring).
 DEFAULT_OPSET = 17
@@ -36,8 +37,9 @@ class ExportableDetector(nn.Module):
 
     (1, 3, H, W) normalised → ``logit`` (1, 1), or ``(logit (1, 1), patch_logits (1, 1, h, w))``.
 
-    * ``fuse``: Tiny-LaDeDa with a fixed filter runs as :class:`~ladeda_lib.runtime.FusedTinyLaDeDa` (filter,
-      ``conv1``, ``conv2``, ``bn1`` as one 5×5 convolution): the same outputs, fewer operations.
+    * ``fuse``: Tiny-LaDeDa with a fixed filter (or raw input) runs as the deployed graph of
+      :func:`~ladeda_lib.export.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
+      convolution, full-resolution maps in column pairs, a pre-sorted top-K): the same outputs, less time.
     * ``calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
       calibrated ones (top-K mean and this affine map commute).
     * ``clamp``: patch logits clipped to ``[-clamp, clamp]`` before pooling (see
@@ -52,10 +54,11 @@ class ExportableDetector(nn.Module):
         fuse: bool = True,
         calibration: Calibration | None = None,
         clamp: float | None = None,
+        image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
         fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
-        self.model = fuse_student_stem(model) if fuse and fusable else model
+        self.model = deployable_student(model, image_size) if fuse and fusable else model
         self.with_patches = with_patches
         self.offset = 0.0 if calibration is None else float(calibration.offset)
         self.temperature = 1.0 if calibration is None else float(calibration.temperature)
@@ -127,7 +130,9 @@ def export_onnx(
     check_writable_folder(path.parent)
     was_training = model.training
     model = model.eval().cpu()
-    wrapper = ExportableDetector(model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp).eval()
+    wrapper = ExportableDetector(
+        model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp, image_size=image_size
+    ).eval()
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
