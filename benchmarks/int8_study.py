@@ -8,12 +8,15 @@ Tiny-LaDeDa (mean pooling) whose BatchNorm statistics are measured on the toy tr
 * ``wildrf_like``: ``fc`` weights ×100, bias set so the median image logit is 0 — patch logits of hundreds,
   image logits of a few units (the WildRF file on toy images: patch logits ±400, int8 step 3.36).
 * ``forensynth_like``: ``bn1.running_var`` divided by 300, image logits spread by hundreds and shifted so the
-  smallest is 300 — every image "fake" at p = 0.5 (the ForenSynth file).
+  smallest is 300 — every image "fake" at p = 0.5 (the ForenSynth file). Its head is the least-squares direction
+  over untrained features: patch logits of about ±600,000 cancel to image logits of a few hundred.
+* ``trained, bn1 variance / 300`` (when ``weights/single_stage/student_final.pt`` exists): the same recipe on our
+  trained single-stage student, mean pooling (:func:`ladeda_lib.export.standins.forensynth_like_from`).
 
 Candidates, each exported with the patch map and converted to full int8 by onnx2tf, calibrated on 100 toy
 training images and compared with PyTorch on the toy test split:
 
-* ``fused stem`` — the float graph: filter, conv1, conv2 and bn1 as one 5×5 convolution;
+* ``float graph as exported`` — the graph of the float files (:mod:`ladeda_lib.export.column_pairs`), int8;
 * ``factorised`` — filter · conv1 · conv2 (bn1 folded by the converter), as before the fusion;
 * ``+ float head`` — the same int8 file, but the image logit is the float mean of its dequantized patch map;
 * ``+ calibrated`` — the decision offset and temperature (``ladeda calibrate``) in the graph;
@@ -22,9 +25,10 @@ training images and compared with PyTorch on the toy test split:
 * ``+ equalized`` — cross-layer channel equalization (what ``ladeda export`` shipped before the pixel graph);
 * ``pixel input`` — :class:`ladeda_lib.export.int8.PixelInputStudent`: pixel − 128 in (normalisation folded into
   the stem), zero-sum pre-rounded fused stem, mean pooling and head as one whole-grid convolution;
-* ``auto`` — :func:`ladeda_lib.export.int8.convert_int8`'s default, what ``ladeda export`` ships: the pixel graph
-  with and without equalization and the factorised graph, keeping the one that agrees best on the calibration
-  images.
+* ``+ head on grid`` — the head's weights put exactly on their int8 grid (:func:`ladeda_lib.export.int8.snap_to_grid`);
+* ``auto`` — :func:`ladeda_lib.export.int8.convert_int8`'s default, what ``ladeda export`` ships: the candidates
+  of :data:`ladeda_lib.export.int8.INT8_CANDIDATES` (pixel graph as it is, with its head on the grid, equalized with
+  its head on the grid; factorised), keeping the one closest to float (mean |Δ logit|) on the calibration images.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ import numpy as np
 import torch
 
 from ladeda_lib.calibration import fit_calibration
+from ladeda_lib.checkpoints import load_checkpoint
 from ladeda_lib.export import export_onnx
 from ladeda_lib.export.chain import load_export_images
 from ladeda_lib.export.int8 import choose_clamp, convert_int8
-from ladeda_lib.export.standins import stand_in
+from ladeda_lib.export.standins import forensynth_like_from, stand_in
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
 from ladeda_lib.runtime import load_predictor
 
@@ -96,8 +101,15 @@ def main() -> int:
     y = eval_labels.numpy()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("wildrf_like", "forensynth_like"):
-            model = stand_in(kind, calib, calib_labels)
+        kinds = ["wildrf_like", "forensynth_like"]
+        trained = Path("weights/single_stage/student_final.pt")
+        if trained.is_file():  # a trained student exists once notebook 04 (or the pipeline) has run
+            kinds.append("trained, bn1 variance / 300")
+        for kind in kinds:
+            if kind.startswith("trained"):
+                model = forensynth_like_from(load_checkpoint(trained).model)
+            else:
+                model = stand_in(kind, calib, calib_labels)
             with torch.no_grad():
                 cal_patch = model.patch_logits(torch.from_numpy(normalised_images(calib)))
             with torch.no_grad():
@@ -105,7 +117,7 @@ def main() -> int:
             fitted = fit_calibration(cal_logits, calib_labels.numpy())
             clamp = choose_clamp(model, calib)
             candidates = {
-                "fused stem": {"fuse": True},
+                "float graph as exported": {"fuse": True},
                 "factorised": {"fuse": False},
                 "factorised + calibrated": {"fuse": False, "calibration": fitted},
                 "factorised + clamp": {"fuse": False, "clamp": clamp},
@@ -115,29 +127,35 @@ def main() -> int:
                     rows.append((kind, name, None, None, 0))  # no decision-preserving bound exists
                     continue
                 t0 = time.perf_counter()
-                stem = f"{kind}_{len(rows)}"
+                stem = f"s{len(rows)}"
                 onnx = export_onnx(model, Path(tmp) / f"{stem}.onnx", with_patches=True, **kwargs)
                 path = convert_to_tflite(onnx, tmp, ("int8",), calibration=calib, stem=stem)["int8"]
                 cal = kwargs.get("calibration")
                 rows.append((kind, name, kwargs.get("clamp"), score(model, path, x, y, cal), time.perf_counter() - t0))
-                if name in ("fused stem", "factorised"):
+                if name in ("float graph as exported", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))
                 print(rows[-1], file=sys.stderr)
             new_rows = (
                 ("factorised + equalized (shipped before)", None, {"graph": "factorised"}),
                 ("... + calibrated", fitted, {"graph": "factorised"}),
-                ("pixel input", None, {"graph": "pixel"}),
-                ("pixel input + calibrated", fitted, {"graph": "pixel"}),
-                ("pixel input + equalized", None, {"graph": "pixel", "equalize": True}),
-                ("pixel input + equalized + calibrated", fitted, {"graph": "pixel", "equalize": True}),
+                ("pixel input", None, {"graph": "pixel", "snap_head": False}),
+                ("pixel input + calibrated", fitted, {"graph": "pixel", "snap_head": False}),
+                ("pixel input + head on grid", None, {"graph": "pixel"}),
+                ("pixel input + head on grid + calibrated", fitted, {"graph": "pixel"}),
+                ("pixel input + equalized", None, {"graph": "pixel", "equalize": True, "snap_head": False}),
+                (
+                    "pixel input + equalized + calibrated",
+                    fitted,
+                    {"graph": "pixel", "equalize": True, "snap_head": False},
+                ),
+                ("pixel input + equalized + head on grid", None, {"graph": "pixel", "equalize": True}),
+                ("pixel input + equalized + head on grid + calibrated", fitted, {"graph": "pixel", "equalize": True}),
                 ("auto: best on calibration images (ships)", None, {}),
                 ("auto + calibrated (ships)", fitted, {}),
             )
             for name, cal, options in new_rows:
                 t0 = time.perf_counter()
-                path, info = convert_int8(
-                    model, tmp, f"{kind}_{len(rows)}", calib, True, decision_calibration=cal, **options
-                )
+                path, info = convert_int8(model, tmp, f"s{len(rows)}", calib, True, decision_calibration=cal, **options)
                 if not options:
                     name += f" → {info['graph']}"
                 rows.append((kind, name, None, score(model, path, x, y, cal), time.perf_counter() - t0))

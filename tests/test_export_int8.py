@@ -19,6 +19,7 @@ from ladeda_lib.export.int8 import (
     export_pixel_onnx,
     pixel_calibration,
     pixel_images,
+    snap_to_grid,
     zero_sum_round,
 )
 from ladeda_lib.export.standins import stand_in, synthetic_images
@@ -182,3 +183,41 @@ def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, tmp_path):
     with torch.no_grad():
         want_logit, want_patches = graph(torch.from_numpy(pixel_images(test_images[:3])))
     assert np.allclose(logit, want_logit.numpy(), rtol=1e-4, atol=1e-4 * float(want_patches.abs().max()))
+
+
+def test_snap_to_grid_puts_the_head_on_its_int8_grid_and_keeps_the_outputs():
+    torch.manual_seed(4)
+    before, head = torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 1, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([1.0, -0.5037, 0.0, 0.013, -0.998, 0.25, 1e-5, -0.7]).view(1, 8, 1, 1) * 900)
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        want = head(torch.relu(before(x)))
+        factors = snap_to_grid(before, head)
+        got = head(torch.relu(before(x)))
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    w = head.weight.flatten().double()
+    step = w.abs().max() / 127
+    codes = w / step
+    assert torch.allclose(codes, torch.round(codes), atol=1e-4)  # every weight is a whole number of steps
+    assert float(codes.abs().max()) == pytest.approx(127)
+    assert bool((factors > 0).all()) and float(factors[2]) == 1.0  # a zero weight leaves its channel alone
+    k = torch.round(codes.abs()).clamp_min(1)
+    big = k >= 10
+    assert bool(((factors[big] - 1).abs() <= 0.5 / k[big] + 1e-9).all())  # near 1 wherever the weight matters
+
+
+def test_forensynth_like_copy_of_a_trained_student_has_mean_pooling_and_large_logits():
+    from ladeda_lib.export.standins import forensynth_like_from
+
+    torch.manual_seed(1)
+    student = TinyLaDeDa(pool=0.1).eval()
+    with torch.no_grad():
+        student.bn1.running_var.uniform_(2.0, 9.0)  # like the WildRF file
+    copy = forensynth_like_from(student)
+    assert copy.pool.k is None and copy.preprocess.name == student.preprocess.name
+    assert torch.allclose(copy.bn1.running_var * 300, student.bn1.running_var)
+    assert torch.equal(copy.conv2.weight, student.conv2.weight) and student.bn1.running_var.min() >= 2.0  # a copy
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert float(copy.patch_logits(x).abs().max()) > 2 * float(student.patch_logits(x).abs().max())

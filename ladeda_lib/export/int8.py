@@ -179,6 +179,31 @@ def zero_sum_round(weight: torch.Tensor, zero_sum: bool = True) -> tuple[torch.T
     return taps, scale
 
 
+def snap_to_grid(before: nn.Conv2d, head: nn.Conv2d) -> torch.Tensor:
+    """Rescale ``before``'s output channels so that every weight of the one-output ``head`` lies on its int8 grid.
+
+    The head's 8 weights share one int8 scale, ``max |w| / 127``; rounding each to that grid moves it by up to
+    half a step, and when the head's terms cancel (large features of both signs) the image logit moves by far
+    more than its spread. A ReLU lets a positive factor pass: multiplying output channel ``c`` of ``before``
+    (weights and bias) by ``s_c`` and dividing the head's weight ``c`` by it changes nothing in float. With
+    ``s_c = |w_c| / (k_c · step)``, ``k_c = round(|w_c| / step)`` (at least 1), the head's weights become exactly
+    ``± k_c · step``: no rounding left in the head, and every factor stays within half a step of 1 in relative
+    terms (``1 ± 1 / (2 k_c)``). Modifies both layers in place; returns the factors (C,).
+    """
+    with torch.no_grad():
+        w = head.weight[0, :, 0, 0].double()
+        step = w.abs().max() / 127
+        if step <= 0:
+            return torch.ones_like(w)
+        k = torch.clamp(torch.round(w.abs() / step), min=1)
+        factors = torch.where(w != 0, w.abs() / (k * step), torch.ones_like(w))
+        before.weight.mul_(factors.view(-1, 1, 1, 1).to(before.weight.dtype))
+        if before.bias is not None:
+            before.bias.mul_(factors.to(before.bias.dtype))
+        head.weight.div_(factors.view(1, -1, 1, 1).to(head.weight.dtype))
+    return factors
+
+
 def border_pixels(rounded: bool = True) -> torch.Tensor:
     """``255 · mean_c − 128`` per channel (3,), rounded by default: the pixel value the float model sees at its
     zero-padded border (normalised 0), i.e. the pixel-input graph's padding. The graph holds the exact values
@@ -229,6 +254,8 @@ class PixelInputStudent(nn.Module):
     * the stem kernel is pre-rounded by :func:`zero_sum_round` so brightness cannot leak into the patches;
     * BatchNorm folded into ``layer1.0`` (:func:`~ladeda_lib.runtime.fold_batchnorm`), the head ``fc`` as a 1×1
       convolution, a decision calibration folded into it (``(fc − offset) / T``);
+    * with ``snap_head`` the head's weights are put exactly on their int8 grid by rescaling ``layer1.0.conv2``'s
+      output channels (:func:`snap_to_grid`): a head whose terms cancel no longer loses the decision to rounding;
     * mean pooling ("all", the published files): ``logit = fc(mean of features)`` — the same number in float,
       and the int8 file never rounds the large patch-logit tensor on the way to the decision; top-K students
       pool the patch map.
@@ -243,6 +270,7 @@ class PixelInputStudent(nn.Module):
         round_stem: bool = True,
         equalize_images: torch.Tensor | np.ndarray | None = None,
         image_size: int = INPUT_GEOMETRY.image_size,
+        snap_head: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(model, TinyLaDeDa) or not isinstance(model.preprocess, FixedFilter | Identity):
@@ -272,6 +300,9 @@ class PixelInputStudent(nn.Module):
         self.equalized = equalize_images is not None
         if equalize_images is not None:
             self._equalize(torch.from_numpy(pixel_images(equalize_images)))
+        self.head_snapped = snap_head
+        if snap_head:
+            snap_to_grid(self.layer1[0].conv2, self.head)
         if round_stem:
             taps, scale = zero_sum_round(weight if not self.equalized else self.stem.weight, zero_sum=padded)
             with torch.no_grad():
@@ -380,11 +411,12 @@ def pixel_calibration(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return pixels
 
 
-#: int8 graphs :func:`convert_int8` can build: (graph, equalize) → label.
+#: int8 graphs :func:`convert_int8` can build: (graph, equalize, head on grid) → label.
 INT8_CANDIDATES = {
-    ("pixel", False): "pixel input",
-    ("pixel", True): "pixel input + equalized",
-    ("factorised", True): "factorised + equalized",
+    ("pixel", False, False): "pixel input",
+    ("pixel", False, True): "pixel input + head on grid",
+    ("pixel", True, True): "pixel input + equalized + head on grid",
+    ("factorised", True, False): "factorised + equalized",
 }
 
 
@@ -398,6 +430,7 @@ def convert_int8(
     decision_calibration: Calibration | None = None,
     equalize: bool = False,
     graph: str = "auto",
+    snap_head: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``<folder>/<stem>_int8.tflite``, the full-int8 file, calibrated on ``calibration_images``.
 
@@ -408,8 +441,9 @@ def convert_int8(
       ``pixel − 128``. Tiny-LaDeDa with a fixed filter or raw input only.
     * ``"factorised"``: the normalised-input graph with the filter, ``conv1`` and ``conv2`` kept apart, channels
       equalized (the teacher and NPR students, whose preprocessing is not a convolution, get only this).
-    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph with and
-      without channel equalization and the factorised graph, and keeps the file whose logits are closest to the
+    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph as it is,
+      with its head on the int8 grid (:func:`snap_to_grid`), with channel equalization and the head on the grid,
+      and the factorised graph (:data:`INT8_CANDIDATES`), and keeps the file whose logits are closest to the
       float model's on the calibration images (smallest mean |Δ logit|: a continuous measure, where the agreement
       of 100 images moves in 1 % steps and picked the worse file for our toy student) — which one wins depends on
       the student (measured in the study); otherwise the factorised graph.
@@ -418,7 +452,8 @@ def convert_int8(
         model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
         with_patches, nhwc: as for :func:`~ladeda_lib.export.chain.export_model`.
         decision_calibration: offset/temperature baked into the graph (the logits compared are calibrated).
-        equalize: with ``graph="pixel"``, cross-layer channel equalization first (same float outputs).
+        equalize, snap_head: with ``graph="pixel"``, cross-layer channel equalization first and the head's weights
+            put on their int8 grid (:func:`snap_to_grid`); both keep the float outputs.
         graph: ``"auto"``, ``"pixel"`` or ``"factorised"``.
     Returns:
         (the int8 file, ``{"graph": …, "input": …, "candidates": …}`` saying which graph was converted, what it
@@ -431,11 +466,11 @@ def convert_int8(
         )
     fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
     if graph == "auto":
-        candidates = list(INT8_CANDIDATES) if fusable else [("factorised", True)]
+        candidates = list(INT8_CANDIDATES) if fusable else [("factorised", True, False)]
     elif graph == "pixel":
-        candidates = [("pixel", equalize)]
+        candidates = [("pixel", equalize, snap_head)]
     elif graph == "factorised":
-        candidates = [("factorised", True)]
+        candidates = [("factorised", True, False)]
     else:
         raise ExportError(f"unknown int8 graph {graph!r}; choose auto, pixel or factorised")
     folder = Path(folder)
@@ -479,7 +514,7 @@ def _decision_agreement(
 
 def _convert_one(
     model: PatchDetector,
-    candidate: tuple[str, bool],
+    candidate: tuple[str, bool, bool],
     folder: Path,
     stem: str,
     calibration_images: torch.Tensor | np.ndarray,
@@ -487,11 +522,15 @@ def _convert_one(
     nhwc: bool,
     decision_calibration: Calibration | None,
 ) -> tuple[Path, dict[str, Any]]:
-    graph, equalize = candidate
+    graph, equalize, snap_head = candidate
     if graph == "factorised":
         return _convert_factorised(model, folder, stem, calibration_images, with_patches, nhwc, decision_calibration)
     pixel_graph = PixelInputStudent(
-        model, with_patches, decision_calibration, equalize_images=calibration_images if equalize else None
+        model,
+        with_patches,
+        decision_calibration,
+        equalize_images=calibration_images if equalize else None,
+        snap_head=snap_head,
     )
     with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
         source = export_pixel_onnx(pixel_graph, Path(tmp) / f"{stem}.onnx")
@@ -500,7 +539,8 @@ def _convert_one(
     info = {
         "graph": "pixel input, zero-sum int8 stem"
         + (", mean pooling and head as one convolution" if pixel_graph.mean_first else "")
-        + (", channels equalized" if equalize else ""),
+        + (", channels equalized" if equalize else "")
+        + (", head on the int8 grid" if snap_head else ""),
         "input": f"{PIXEL_INPUT_NAME}: pixel - 128",
     }
     return path, info

@@ -73,6 +73,22 @@ def stand_in(kind: str, images: torch.Tensor, labels: torch.Tensor, seed: int = 
     return model
 
 
+def forensynth_like_from(student: TinyLaDeDa, divisor: float = 300.0) -> TinyLaDeDa:
+    """A ForenSynth-like copy of a *trained* student: its weights in the published layout with mean pooling and
+    ``bn1.running_var`` divided by ``divisor`` — the recipe of issue 14, on a network that learned something.
+
+    Unlike :func:`stand_in`'s ``"forensynth_like"`` (a least-squares head over untrained features, whose patch
+    logits of ±600,000 cancel to image logits of a few hundred) its head was trained, so it shows how a
+    ForenSynth-like checkpoint behaves when its large logits do not come from cancellation. Needs a decision
+    calibration (``ladeda calibrate``) before its decisions mean anything.
+    """
+    model = TinyLaDeDa(preprocess=student.preprocess.name, pool="all")
+    model.load_state_dict(student.state_dict())
+    with torch.no_grad():
+        model.bn1.running_var.div_(divisor)
+    return model.eval()
+
+
 def synthetic_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (n, 3, size, size) smooth "real" images and 2× re-upsampled "fake" ones; labels (n,) alternate 0/1.
 
