@@ -108,7 +108,7 @@ def key_ratios(
     lines = [
         "## Key ratios",
         "",
-        f"- The recommended file, TFLite {bench_export.RECOMMENDED} with the fused stem, runs the student in "
+        f"- The recommended file, TFLite {bench_export.RECOMMENDED} (the deployed graph: column pairs, pre-sorted top-K), runs the student in "
         f"**{dr['latency_ms']:.2f} ms** per image (batch 1, {export['threads']} threads): {_than(ort, dr)} "
         f"onnxruntime on the plain float graph (goal ≥ 1.9×), {_than(fast, dr)} optimised PyTorch and "
         f"{_than(eager, dr)} PyTorch eager (eager swings between runs; no yardstick).",
