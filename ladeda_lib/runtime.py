@@ -220,17 +220,24 @@ def _check_same(model: PatchDetector, other: nn.Module, what: str) -> None:
         )
 
 
-def stem_kernel(model: TinyLaDeDa) -> tuple[torch.Tensor, torch.Tensor, int]:
+def has_fusable_stem(model: nn.Module) -> bool:
+    """Whether ``model`` is a Tiny-LaDeDa whose preprocessing is a convolution (a fixed filter or raw input), so
+    that its filter, ``conv1``, ``conv2`` and ``bn1`` compose into one convolution (:func:`stem_kernel`)."""
+    return isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
+
+
+def stem_kernel(model: TinyLaDeDa, with_filter: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Fixed filter · ``conv1`` · ``conv2`` · ``bn1`` of a Tiny-LaDeDa as one convolution.
 
     All four are linear with no non-linearity between them, so they compose into one convolution: with a
-    fixed 3×3 filter ("same" padding) a 5×5 kernel over the input padded by 1; with ``"raw"`` a 3×3 kernel
-    without padding. Returns ``(weight (8, 3, k, k), bias (8,), padding)``, computed in float64.
+    fixed 3×3 filter ("same" padding) a 5×5 kernel over the input padded by 1; with ``"raw"`` (or
+    ``with_filter=False``: ``conv1`` · ``conv2`` · ``bn1`` alone, applied after the filter) a 3×3 kernel without
+    padding. Returns ``(weight (8, 3, k, k), bias (8,), padding)``, computed in float64.
     Introduced in notebook 07.
     """
-    if isinstance(model.preprocess, FixedFilter):
+    if isinstance(model.preprocess, FixedFilter) and with_filter:
         pre, size, padding = model.preprocess.kernel.double(), 5, 1
-    elif isinstance(model.preprocess, Identity):
+    elif isinstance(model.preprocess, FixedFilter | Identity):
         pre, size, padding = None, 3, 0
     else:
         raise ValueError(f"the {model.preprocess.name} preprocessing is not a convolution; it cannot be fused")
@@ -292,7 +299,7 @@ def fuse_student_stem(model: TinyLaDeDa, check: bool = True) -> FusedTinyLaDeDa:
 def optimize_for_inference(model: PatchDetector) -> PatchDetector:
     """The fastest exact PyTorch copy of ``model``: the fused stem for Tiny-LaDeDa with a fixed filter or raw
     input, BatchNorm folded otherwise; eval mode, frozen, channels-last. Introduced in notebook 06."""
-    if isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity):
+    if has_fusable_stem(model):
         net: PatchDetector = fuse_student_stem(model)
     else:
         net = fold_batchnorm(model)

@@ -18,9 +18,8 @@ from ladeda_lib.export.int8 import convert_int8
 from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import QUANTIZATIONS, convert_to_tflite
 from ladeda_lib.export.verify import Tolerances, VerificationReport, verify_exports
-from ladeda_lib.models import PatchDetector, TinyLaDeDa
-from ladeda_lib.models.preprocessing import FixedFilter, Identity
-from ladeda_lib.runtime import Calibration, write_sidecar
+from ladeda_lib.models import PatchDetector
+from ladeda_lib.runtime import Calibration, has_fusable_stem, write_sidecar
 
 #: ``--quantization`` choices: "none" is the float32 file, "all" every format.
 QUANTIZATION_CHOICES = ("none", "float16", "dynamic_range", "int8", "all")
@@ -100,7 +99,6 @@ def export_model(
         model, folder / f"{output.stem}.onnx", with_patches=with_patches, fuse=fuse, calibration=decision_calibration
     )
     float_formats = tuple(f for f in formats if f != "int8")
-    deployable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
     produced = {}
     if float_formats:
         produced = convert_to_tflite(
@@ -125,7 +123,7 @@ def export_model(
         **(record or {}),
     }
     for fmt, path in result.files.items():
-        graph = "deployed graph (column pairs, pre-sorted top-K)" if fuse and deployable else "as trained"
+        graph = "deployed graph (column pairs, pre-sorted top-K)" if fuse and has_fusable_stem(model) else "as trained"
         extra = int8_info if fmt == "int8" else {}
         write_sidecar(path, {**facts, "format": fmt, "graph": graph, **extra})
     if eval_images is not None:

@@ -35,7 +35,7 @@ from torch import nn
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import PatchDetector, TinyLaDeDa, TopKPool
 from ladeda_lib.models.preprocessing import FixedFilter, Identity
-from ladeda_lib.runtime import FusedTinyLaDeDa, _check_same, fold_batchnorm, fuse_student_stem
+from ladeda_lib.runtime import FusedTinyLaDeDa, _check_same, fold_batchnorm, fuse_student_stem, stem_kernel
 
 
 def column_pair_conv(
@@ -137,12 +137,8 @@ class ColumnPairTinyLaDeDa(PatchDetector):
             pairs_in = False
         else:
             raise ValueError(f"the {model.preprocess.name} preprocessing is not a convolution; it cannot be laid out")
-        # conv1 (1×1, no bias) · conv2 (3×3, no bias) · bn1: one 3×3 convolution with a bias
-        merged = torch.einsum("omhw,mi->oihw", model.conv2.weight.double(), model.conv1.weight.double()[:, :, 0, 0])
-        bn = model.bn1
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        bias = bn.bias.double() - bn.running_mean.double() * scale
-        self.stem = column_pair_conv(merged * scale[:, None, None, None], bias, (1, 1), pairs_in, True)
+        merged, bias, _ = stem_kernel(model, with_filter=False)  # conv1 · conv2 · bn1: one 3×3 convolution
+        self.stem = column_pair_conv(merged, bias, (1, 1), pairs_in, True)
         block = fold_batchnorm(model, check=False).layer1[0]
         self.conv3 = column_pair_conv(block.conv1.weight, block.conv1.bias, (1, 1), True, True)
         self.conv4 = column_pair_conv(block.conv2.weight, block.conv2.bias, (2, 2), True, False)

@@ -37,13 +37,13 @@ from ladeda_lib.export.onnx_export import check_writable_folder, export_onnx
 from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
-from ladeda_lib.models.preprocessing import FixedFilter, Identity
 from ladeda_lib.runtime import (
     LOGIT_NAME,
     PATCH_NAME,
     PIXEL_INPUT_NAME,
     Calibration,
     fold_batchnorm,
+    has_fusable_stem,
     load_predictor,
     normalised_to_pixels,
     stem_kernel,
@@ -273,7 +273,7 @@ class PixelInputStudent(nn.Module):
         snap_head: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(model, TinyLaDeDa) or not isinstance(model.preprocess, FixedFilter | Identity):
+        if not has_fusable_stem(model):
             raise ExportError(
                 "the pixel-input int8 graph is built for Tiny-LaDeDa with a fixed filter or raw input; "
                 f"{type(model).__name__} with {getattr(model.preprocess, 'name', '?')} preprocessing is converted "
@@ -464,9 +464,8 @@ def convert_int8(
             "full int8 quantization needs representative calibration images (real training images through the "
             "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
         )
-    fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
     if graph == "auto":
-        candidates = list(INT8_CANDIDATES) if fusable else [("factorised", True, False)]
+        candidates = list(INT8_CANDIDATES) if has_fusable_stem(model) else [("factorised", True, False)]
     elif graph == "pixel":
         candidates = [("pixel", equalize, snap_head)]
     elif graph == "factorised":

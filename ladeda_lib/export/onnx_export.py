@@ -24,9 +24,8 @@ from torch import nn
 from ladeda_lib.export.column_pairs import deployable_student
 from ladeda_lib.export.errors import ExportError
 from ladeda_lib.geometry import INPUT_GEOMETRY
-from ladeda_lib.models import PatchDetector, TinyLaDeDa
-from ladeda_lib.models.preprocessing import FixedFilter, Identity
-from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration
+from ladeda_lib.models import PatchDetector
+from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration, has_fusable_stem
 
 #: Opset that converts cleanly to TFLite (see the module docstring).
 DEFAULT_OPSET = 17
@@ -57,8 +56,7 @@ class ExportableDetector(nn.Module):
         image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
-        fusable = isinstance(model, TinyLaDeDa) and isinstance(model.preprocess, FixedFilter | Identity)
-        self.model = deployable_student(model, image_size) if fuse and fusable else model
+        self.model = deployable_student(model, image_size) if fuse and has_fusable_stem(model) else model
         self.with_patches = with_patches
         self.offset = 0.0 if calibration is None else float(calibration.offset)
         self.temperature = 1.0 if calibration is None else float(calibration.temperature)
