@@ -26,9 +26,12 @@ training images and compared with PyTorch on the toy test split:
 * ``pixel input`` — :class:`ladeda_lib.export.int8.PixelInputStudent`: pixel − 128 in (normalisation folded into
   the stem), zero-sum pre-rounded fused stem, mean pooling and head as one whole-grid convolution;
 * ``+ head on grid`` — the head's weights put exactly on their int8 grid (:func:`ladeda_lib.export.int8.snap_to_grid`);
+* ``+ bias corrected`` — every weight pre-rounded to its int8 grid and each layer's bias moved so the int8 file's
+  outputs match float on average over the calibration images, the logit's threshold put between two int8 levels
+  (``PixelInputStudent(correct_images=...)``);
 * ``auto`` — :func:`ladeda_lib.export.int8.convert_int8`'s default, what ``ladeda export`` ships: the candidates
-  of :data:`ladeda_lib.export.int8.INT8_CANDIDATES` (pixel graph as it is, with its head on the grid, equalized with
-  its head on the grid; factorised), keeping the one closest to float (mean |Δ logit|) on the calibration images.
+  of :data:`ladeda_lib.export.int8.INT8_CANDIDATES` (the bias-corrected pixel graph with its head on the grid, with
+  and without equalization; factorised), keeping the one closest to float (mean |Δ logit|) on the calibration images.
 """
 
 from __future__ import annotations
@@ -135,21 +138,24 @@ def main() -> int:
                 if name in ("float graph as exported", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))
                 print(rows[-1], file=sys.stderr)
+            plain = {"graph": "pixel", "snap_head": False, "correct_bias": False}
             new_rows = (
                 ("factorised + equalized (shipped before)", None, {"graph": "factorised"}),
                 ("... + calibrated", fitted, {"graph": "factorised"}),
-                ("pixel input", None, {"graph": "pixel", "snap_head": False}),
-                ("pixel input + calibrated", fitted, {"graph": "pixel", "snap_head": False}),
-                ("pixel input + head on grid", None, {"graph": "pixel"}),
-                ("pixel input + head on grid + calibrated", fitted, {"graph": "pixel"}),
-                ("pixel input + equalized", None, {"graph": "pixel", "equalize": True, "snap_head": False}),
+                ("pixel input", None, plain),
+                ("pixel input + calibrated", fitted, plain),
+                ("pixel input + head on grid + calibrated", fitted, {**plain, "snap_head": True}),
                 (
-                    "pixel input + equalized + calibrated",
+                    "pixel input + equalized + head on grid + calibrated",
                     fitted,
-                    {"graph": "pixel", "equalize": True, "snap_head": False},
+                    {**plain, "snap_head": True, "equalize": True},
                 ),
-                ("pixel input + equalized + head on grid", None, {"graph": "pixel", "equalize": True}),
-                ("pixel input + equalized + head on grid + calibrated", fitted, {"graph": "pixel", "equalize": True}),
+                ("pixel input + head on grid + bias corrected + calibrated", fitted, {"graph": "pixel"}),
+                (
+                    "pixel input + equalized + head on grid + bias corrected + calibrated",
+                    fitted,
+                    {"graph": "pixel", "equalize": True},
+                ),
                 ("auto: best on calibration images (ships)", None, {}),
                 ("auto + calibrated (ships)", fitted, {}),
             )

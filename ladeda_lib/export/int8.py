@@ -1,20 +1,15 @@
-"""Full int8 for any student: bound the patch-logit range the int8 file has to represent.
-
-:func:`convert_int8` is how ``ladeda export`` makes the int8 file: the *factorised* graph (the fused 5×5 stem
-kernel's taps span a wide range per output channel, and int8 weights alone then moved image logits by up to ~5
-on a large-logit student; the fixed filter's integer taps and the separate ``conv1``/``conv2`` quantize far
-better) with its channels equalized (:func:`equalize_channels`: one int8 step per activation tensor must serve
-channels whose ranges differ by orders of magnitude in a ForenSynth-like student). ``benchmarks/int8_study.py``
-compares these with a clamp, a float head and calibration alone.
+"""Full int8 for any student: keep the decisions of students whose patch logits are large or cancel.
 
 A full-int8 file stores every tensor with one step per tensor: ``real = (q − zero_point) · scale``, 256 levels
-between the calibrated minimum and maximum. A student whose patch logits span ±400 (the published WildRF file
-on the toy images) gets a step of about 3, and the image logit — the mean of thousands of such patch logits,
-a few units from the threshold — is no longer decided by the model. :func:`choose_clamp` picks the tightest
-bound ``C`` for which clipping the patch logits to ``[-C, C]`` before pooling keeps every float decision on
-the calibration images; the export puts that clip into the graph
-(:class:`~ladeda_lib.export.onnx_export.ExportableDetector`). ``benchmarks/int8_study.py`` compares it with a
-float head and with calibration alone. Introduced in notebook 07.
+between the calibrated minimum and maximum, and every weight with 255 levels per output channel. A student whose
+patch logits span ±400 (the published WildRF file on the toy images) gets a patch-logit step of about 3, and the
+image logit — the mean of thousands of such patch logits, a few units from the threshold — is no longer decided
+by the model. :func:`convert_int8` is how ``ladeda export`` makes the int8 file; for Tiny-LaDeDa with a fixed
+filter or raw input it converts the :class:`PixelInputStudent` (pixel input, zero-sum pre-rounded stem, mean
+pooling and head as one convolution, the head's weights on their grid, biases corrected for rounding) with and
+without channel equalization, and the factorised graph, and keeps the one closest to float on the calibration
+images. ``benchmarks/int8_study.py`` measures every piece, with a clamp (:func:`choose_clamp`), a float head and
+calibration alone beside them. Introduced in notebook 07.
 """
 
 from __future__ import annotations
@@ -204,6 +199,16 @@ def snap_to_grid(before: nn.Conv2d, head: nn.Conv2d) -> torch.Tensor:
     return factors
 
 
+def int8_round(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``t`` rounded to the 256 levels a full-int8 file gives a tensor whose calibrated range is [low, high]:
+    ``scale = (high − low) / 255`` over a range widened to include 0, an integer zero point (0 is a level),
+    values beyond the range clipped — the rounding LiteRT applies to every activation."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 if high > low else 1.0
+    zero_point = round(-128 - low / scale)
+    return (torch.clamp(torch.round(t / scale) + zero_point, -128, 127) - zero_point) * scale
+
+
 def border_pixels(rounded: bool = True) -> torch.Tensor:
     """``255 · mean_c − 128`` per channel (3,), rounded by default: the pixel value the float model sees at its
     zero-padded border (normalised 0), i.e. the pixel-input graph's padding. The graph holds the exact values
@@ -256,6 +261,10 @@ class PixelInputStudent(nn.Module):
       convolution, a decision calibration folded into it (``(fc − offset) / T``);
     * with ``snap_head`` the head's weights are put exactly on their int8 grid by rescaling ``layer1.0.conv2``'s
       output channels (:func:`snap_to_grid`): a head whose terms cancel no longer loses the decision to rounding;
+    * with ``correct_images`` (the calibration images) every weight is pre-rounded to its int8 grid and each
+      layer's bias moved so that the int8 file matches the float model on average over those images, and the
+      logit's decision threshold is put between two int8 levels (:meth:`_correct_rounding`); the graph's float
+      outputs then differ from the model's by design (they are what makes the *int8* file match it);
     * mean pooling ("all", the published files): ``logit = fc(mean of features)`` — the same number in float,
       and the int8 file never rounds the large patch-logit tensor on the way to the decision; top-K students
       pool the patch map.
@@ -271,6 +280,7 @@ class PixelInputStudent(nn.Module):
         equalize_images: torch.Tensor | np.ndarray | None = None,
         image_size: int = INPUT_GEOMETRY.image_size,
         snap_head: bool = True,
+        correct_images: torch.Tensor | np.ndarray | None = None,
     ) -> None:
         super().__init__()
         if not has_fusable_stem(model):
@@ -303,6 +313,7 @@ class PixelInputStudent(nn.Module):
         self.head_snapped = snap_head
         if snap_head:
             snap_to_grid(self.layer1[0].conv2, self.head)
+        float_stem = self.stem.weight.detach().clone()
         if round_stem:
             taps, scale = zero_sum_round(weight if not self.equalized else self.stem.weight, zero_sum=padded)
             with torch.no_grad():
@@ -319,6 +330,11 @@ class PixelInputStudent(nn.Module):
         self.eval()
         for param in self.parameters():
             param.requires_grad_(False)
+        self.bias_corrected = correct_images is not None
+        if correct_images is not None:
+            reference = copy.deepcopy(self)
+            reference.stem.weight.copy_(float_stem)
+            self._correct_rounding(reference, torch.from_numpy(pixel_calibration(correct_images)))
 
     def _equalize(self, pixels: torch.Tensor, limit: float = 1e4) -> None:
         """Cross-layer channel equalization (see :func:`equalize_channels`) on this graph, in float."""
@@ -326,15 +342,93 @@ class PixelInputStudent(nn.Module):
         pairs = ((self.stem, block.conv1), (block.conv1, block.conv2), (block.conv2, self.head))
         _equalize_pairs(pairs, self.features, pixels, limit)
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.padded:
+            return x
+        # per-channel constant padding. ONNX Pad takes one value, and onnx2tf mis-lays out Concats with border
+        # rows and Pads of channel slices; whole-tensor Pads and a per-channel Mul convert cleanly:
+        # pad(x, 0) + pad(0·x, 1)·b puts b_c on the border and x inside (its int8 values are whole grey levels)
+        border = torch.tensor(self.border, dtype=x.dtype).view(1, 3, 1, 1)
+        return F.pad(x, (1, 0, 1, 0)) + F.pad(x * 0.0, (1, 0, 1, 0), value=1.0) * border
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 256, 256) ``pixel − 128`` → (B, 8, 126, 126) features."""
-        if self.padded:
-            # per-channel constant padding. ONNX Pad takes one value, and onnx2tf mis-lays out Concats with border
-            # rows and Pads of channel slices; whole-tensor Pads and a per-channel Mul convert cleanly:
-            # pad(x, 0) + pad(0·x, 1)·b puts b_c on the border and x inside (its int8 values are whole grey levels)
-            border = torch.tensor(self.border, dtype=x.dtype).view(1, 3, 1, 1)
-            x = F.pad(x, (1, 0, 1, 0)) + F.pad(x * 0.0, (1, 0, 1, 0), value=1.0) * border
-        return self.layer1(self.relu(self.stem(x)))
+        return self.layer1(self.relu(self.stem(self._pad(x))))
+
+    def _stages(
+        self, x: torch.Tensor, ranges: dict[int, tuple[float, float]] | None = None, last: int = 3
+    ) -> list[torch.Tensor]:
+        """Pre-activations of the stem, ``layer1.0.conv1`` and ``layer1.0.conv2`` (and the logit with mean
+        pooling); with ``ranges`` (stage → (low, high) of its ReLU output) each ReLU output is rounded to the 256
+        levels the int8 file gives it, as the converter calibrates them (:func:`int8_round`). Stops after stage
+        ``last``."""
+        block = self.layer1[0]
+        out, t = [], self._pad(x)
+        for stage, conv in enumerate((self.stem, block.conv1, block.conv2)[: last + 1]):
+            t = conv(t)
+            out.append(t)
+            t = t.relu()
+            if ranges is not None and stage < last:
+                t = int8_round(t, *ranges[stage])
+        if self.mean_first and last >= 3:
+            out.append(self.pooled_head(t))
+        return out
+
+    def _ranges(self, pixels: torch.Tensor, last: int = 3) -> dict[int, tuple[float, float]]:
+        """Each stage's output range on ``pixels`` (ReLU outputs; the logit as it is), as the converter records it."""
+        low: dict[int, float] = {}
+        high: dict[int, float] = {}
+        for start in range(0, len(pixels), 20):
+            for stage, t in enumerate(self._stages(pixels[start : start + 20], last=last)):
+                t = t.relu() if stage < 3 else t
+                low[stage] = min(low.get(stage, np.inf), float(t.min()))
+                high[stage] = max(high.get(stage, -np.inf), float(t.max()))
+        return {stage: (low[stage], high[stage]) for stage in low}
+
+    def _correct_rounding(self, reference: PixelInputStudent, pixels: torch.Tensor) -> None:
+        """Round every weight onto its int8 grid here, then move each layer's bias so that, on ``pixels``, the
+        int8 file's outputs agree with the float ``reference`` *on average* (empirical bias correction, Nagel et
+        al. 2019); finally put the decision threshold halfway between two int8 levels of the logit.
+
+        Rounding a weight by up to half a step is not noise that the mean over 15,876 patches averages away: the
+        same error repeats in every patch, a systematic shift per channel. Layer by layer (stem, ``conv1``,
+        ``conv2``, then the pooled head), with the layers before it rounded and corrected and every ReLU output
+        rounded to its 256 levels, the mean difference to the float pre-activation — where the float one is
+        positive, the values the ReLU lets through — is subtracted from that layer's bias. What remains is the
+        part that varies from image to image.
+
+        The logit's int8 levels are ``k · step`` with 0 among them, so a logit a hair below 0 rounds to exactly 0,
+        a "fake". Shifting the logit by ``−step / 2`` puts the threshold between the levels ``−step`` and ``0``:
+        rounding the output can then no longer flip a decision (the reported logit is at most one step low). With
+        top-K pooling the shift goes into the head, so the patch map is reported half a logit step low as well.
+        """
+        block = self.layer1[0]
+        for conv in (block.conv1, block.conv2):
+            taps, scale = zero_sum_round(conv.weight, zero_sum=False)
+            conv.weight.copy_((taps * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+        biases = [self.stem.bias, block.conv1.bias, block.conv2.bias]
+        if self.mean_first:
+            biases.append(self.pooled_head.bias)
+        for stage, bias in enumerate(biases):
+            ranges = self._ranges(pixels, last=stage - 1) if stage > 0 else {}
+            shift = torch.zeros_like(bias, dtype=torch.float64)
+            count = torch.zeros_like(shift)
+            for start in range(0, len(pixels), 20):
+                batch = pixels[start : start + 20]
+                want = reference._stages(batch, last=stage)[stage]
+                got = self._stages(batch, ranges, last=stage)[stage]
+                active = (want > 0).to(want.dtype) if stage < 3 else torch.ones_like(want)
+                shift += ((got - want) * active).sum(dim=(0, 2, 3)).double()
+                count += active.sum(dim=(0, 2, 3)).double()
+            bias.sub_((shift / count.clamp_min(1)).to(bias.dtype))
+        low, high = np.inf, -np.inf
+        for start in range(0, len(pixels), 20):
+            out = self(pixels[start : start + 20])
+            logit = out[0] if isinstance(out, tuple) else out
+            low, high = min(low, float(logit.min())), max(high, float(logit.max()))
+        half_step = (max(high, 0.0) - min(low, 0.0)) / 255 / 2
+        # top-K: every patch logit moves by the same amount, so the pooled logit does too
+        (self.pooled_head if self.mean_first else self.head).bias.sub_(half_step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feats = self.features(x)
@@ -411,12 +505,11 @@ def pixel_calibration(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return pixels
 
 
-#: int8 graphs :func:`convert_int8` can build: (graph, equalize, head on grid) → label.
+#: int8 graphs ``convert_int8(graph="auto")`` tries: (graph, equalize, head on grid, bias corrected) → label.
 INT8_CANDIDATES = {
-    ("pixel", False, False): "pixel input",
-    ("pixel", False, True): "pixel input + head on grid",
-    ("pixel", True, True): "pixel input + equalized + head on grid",
-    ("factorised", True, False): "factorised + equalized",
+    ("pixel", False, True, True): "pixel input + head on grid + bias corrected",
+    ("pixel", True, True, True): "pixel input + equalized + head on grid + bias corrected",
+    ("factorised", True, False, False): "factorised + equalized",
 }
 
 
@@ -431,6 +524,7 @@ def convert_int8(
     equalize: bool = False,
     graph: str = "auto",
     snap_head: bool = True,
+    correct_bias: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``<folder>/<stem>_int8.tflite``, the full-int8 file, calibrated on ``calibration_images``.
 
@@ -441,10 +535,10 @@ def convert_int8(
       ``pixel − 128``. Tiny-LaDeDa with a fixed filter or raw input only.
     * ``"factorised"``: the normalised-input graph with the filter, ``conv1`` and ``conv2`` kept apart, channels
       equalized (the teacher and NPR students, whose preprocessing is not a convolution, get only this).
-    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph as it is,
-      with its head on the int8 grid (:func:`snap_to_grid`), with channel equalization and the head on the grid,
-      and the factorised graph (:data:`INT8_CANDIDATES`), and keeps the file whose logits are closest to the
-      float model's on the calibration images (smallest mean |Δ logit|: a continuous measure, where the agreement
+    * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph with its
+      head on the int8 grid (:func:`snap_to_grid`) and its biases corrected for rounding, with and without
+      channel equalization, and the factorised graph (:data:`INT8_CANDIDATES`), and keeps the file whose logits
+      are closest to the float model's on the calibration images (smallest mean |Δ logit|: a continuous measure, where the agreement
       of 100 images moves in 1 % steps and picked the worse file for our toy student) — which one wins depends on
       the student (measured in the study); otherwise the factorised graph.
 
@@ -452,8 +546,9 @@ def convert_int8(
         model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
         with_patches, nhwc: as for :func:`~ladeda_lib.export.chain.export_model`.
         decision_calibration: offset/temperature baked into the graph (the logits compared are calibrated).
-        equalize, snap_head: with ``graph="pixel"``, cross-layer channel equalization first and the head's weights
-            put on their int8 grid (:func:`snap_to_grid`); both keep the float outputs.
+        equalize, snap_head, correct_bias: with ``graph="pixel"``, cross-layer channel equalization first, the
+            head's weights put on their int8 grid (:func:`snap_to_grid`) — both keep the float outputs — and the
+            biases corrected for rounding on the calibration images (:class:`PixelInputStudent`).
         graph: ``"auto"``, ``"pixel"`` or ``"factorised"``.
     Returns:
         (the int8 file, ``{"graph": …, "input": …, "candidates": …}`` saying which graph was converted, what it
@@ -465,11 +560,11 @@ def convert_int8(
             "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
         )
     if graph == "auto":
-        candidates = list(INT8_CANDIDATES) if has_fusable_stem(model) else [("factorised", True, False)]
+        candidates = list(INT8_CANDIDATES) if has_fusable_stem(model) else [("factorised", True, False, False)]
     elif graph == "pixel":
-        candidates = [("pixel", equalize, snap_head)]
+        candidates = [("pixel", equalize, snap_head, correct_bias)]
     elif graph == "factorised":
-        candidates = [("factorised", True, False)]
+        candidates = [("factorised", True, False, False)]
     else:
         raise ExportError(f"unknown int8 graph {graph!r}; choose auto, pixel or factorised")
     folder = Path(folder)
@@ -521,7 +616,7 @@ def _convert_one(
     nhwc: bool,
     decision_calibration: Calibration | None,
 ) -> tuple[Path, dict[str, Any]]:
-    graph, equalize, snap_head = candidate
+    graph, equalize, snap_head, correct_bias = candidate
     if graph == "factorised":
         return _convert_factorised(model, folder, stem, calibration_images, with_patches, nhwc, decision_calibration)
     pixel_graph = PixelInputStudent(
@@ -530,6 +625,7 @@ def _convert_one(
         decision_calibration,
         equalize_images=calibration_images if equalize else None,
         snap_head=snap_head,
+        correct_images=calibration_images if correct_bias else None,
     )
     with tempfile.TemporaryDirectory(prefix="ladeda_int8_") as tmp:
         source = export_pixel_onnx(pixel_graph, Path(tmp) / f"{stem}.onnx")
@@ -539,7 +635,8 @@ def _convert_one(
         "graph": "pixel input, zero-sum int8 stem"
         + (", mean pooling and head as one convolution" if pixel_graph.mean_first else "")
         + (", channels equalized" if equalize else "")
-        + (", head on the int8 grid" if snap_head else ""),
+        + (", head on the int8 grid" if snap_head else "")
+        + (", biases corrected for rounding" if correct_bias else ""),
         "input": f"{PIXEL_INPUT_NAME}: pixel - 128",
     }
     return path, info
