@@ -25,7 +25,8 @@ training images and compared with PyTorch on the toy test split:
 * ``+ equalized`` — cross-layer channel equalization (what ``ladeda export`` shipped before the pixel graph);
 * ``pixel input`` — :class:`ladeda_lib.export.int8.PixelInputStudent`: pixel − 128 in (normalisation folded into
   the stem), zero-sum pre-rounded fused stem, mean pooling and head as one whole-grid convolution;
-* ``+ head on grid`` — the head's weights put exactly on their int8 grid (:func:`ladeda_lib.export.int8.snap_to_grid`);
+* ``+ head on grid`` — the head's weights put exactly on their int8 grid
+  (:func:`ladeda_lib.export.int8.snap_to_grid`);
 * ``+ bias corrected`` — every weight pre-rounded to its int8 grid and each layer's bias moved so the int8 file's
   outputs match float on average over the calibration images, the logit's threshold put between two int8 levels
   (``PixelInputStudent(correct_images=...)``);

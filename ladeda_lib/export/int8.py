@@ -538,9 +538,9 @@ def convert_int8(
     * ``"auto"`` (default): for Tiny-LaDeDa with a fixed filter or raw input, converts the pixel graph with its
       head on the int8 grid (:func:`snap_to_grid`) and its biases corrected for rounding, with and without
       channel equalization, and the factorised graph (:data:`INT8_CANDIDATES`), and keeps the file whose logits
-      are closest to the float model's on the calibration images (smallest mean |Δ logit|: a continuous measure, where the agreement
-      of 100 images moves in 1 % steps and picked the worse file for our toy student) — which one wins depends on
-      the student (measured in the study); otherwise the factorised graph.
+      are closest to the float model's on the calibration images (smallest mean |Δ logit|: a continuous
+      measure, where the agreement of 100 images moves in 1 % steps and picked the worse file for our toy
+      student) — which one wins depends on the student (measured in the study); otherwise the factorised graph.
 
     Args:
         model: the detector; calibration_images: representative images (N, 3, 256, 256), uint8 or normalised.
@@ -608,7 +608,7 @@ def _decision_agreement(
 
 def _convert_one(
     model: PatchDetector,
-    candidate: tuple[str, bool, bool],
+    candidate: tuple[str, bool, bool, bool],
     folder: Path,
     stem: str,
     calibration_images: torch.Tensor | np.ndarray,
