@@ -8,6 +8,10 @@ Like torchvision's weight enums, one table answers "what is this file and where 
   still reaches its recorded validation AP. The notebooks and ``ladeda pipeline`` load it on the default
   toy data instead of spending their time budget on teacher training; on any other dataset a teacher is
   trained on that data.
+* ``toy-student-plain``, ``toy-student-augmented`` — two Tiny-LaDeDa students (13 KB each) shipped the same
+  way: one command, 80 epochs on the labels, once without and once with ``--augment``. Notebook 08 loads
+  them to show what training-time augmentation does to the platform gap at a budget the notebook cannot
+  spend; a test checks their hashes and that they still reach their recorded AP per test platform.
 * ``WildRF_LaDeDa``, ``WildRF_Tiny_LaDeDa``, ``ForenSynth_Tiny_LaDeDa`` — the published checkpoints (bare
   state_dicts, research licence, on external storage the project cannot reach). A user places them in
   ``weights/``; the entries record the expected file name, the key/shape manifest that identifies the
@@ -110,6 +114,54 @@ REGISTRY: dict[str, WeightsEntry] = {
                 "Compact teacher for the default toy data (generator 2, seed 0), mean pooling, diagonal-gradient input "
                 "filter. Recipe search on the same data: an NPR teacher trained 16 epochs reached test mAP 0.763 "
                 "(facebook-like AP 0.543) against 0.836 (0.691) for this one; the label-only student, 0.769."
+            ),
+        ),
+        WeightsEntry(
+            name="toy-student-plain",
+            filename="toy_student_plain.pt",
+            arch="TinyLaDeDa",
+            role="student",
+            source="shipped",
+            config={"preprocess": "right_diag", "pool": 0.1},
+            sha256="8db7f4ee40d0810271b8c00eb9d4fe7f6c84dd6453edae52cdeb898d086fa6e9",
+            command="OMP_NUM_THREADS=1 ladeda train-student --alpha-distill 0 --alpha-task 1 --epochs 80 --seed 0",
+            data=TOY_DATA,
+            # same measurement as the teacher's; one thread, the 2-core machine shared with a second run
+            metrics={
+                "epochs": 80,
+                "train_cpu_minutes": 11.3,
+                "val_ap": 0.9703,
+                "test_ap": {"reddit": 0.9536, "twitter": 0.8238, "facebook": 0.6955},
+                "test_mAP": 0.8243,
+                "pixel_auc": 0.6383,
+            },
+            notes=(
+                "Tiny-LaDeDa trained on the labels alone for 80 epochs, without augmentation: the equal-budget "
+                "baseline of toy-student-augmented (notebook 08). Its reddit-facebook gap is 0.258."
+            ),
+        ),
+        WeightsEntry(
+            name="toy-student-augmented",
+            filename="toy_student_augmented.pt",
+            arch="TinyLaDeDa",
+            role="student",
+            source="shipped",
+            config={"preprocess": "right_diag", "pool": 0.1},
+            sha256="e36b7798dc7a1d719e3851e7c140ab3dd7a4077c952da6520c537159920e1f30",
+            command="OMP_NUM_THREADS=1 ladeda train-student --alpha-distill 0 --alpha-task 1 --epochs 80 --seed 0 --augment",
+            data=TOY_DATA,
+            metrics={
+                "epochs": 80,
+                "train_cpu_minutes": 12.4,
+                "val_ap": 0.9709,
+                "test_ap": {"reddit": 0.9808, "twitter": 0.9874, "facebook": 0.9321},
+                "test_mAP": 0.9668,
+                "pixel_auc": 0.5660,
+            },
+            notes=(
+                "toy-student-plain's run with --augment (AugmentConfig.platform(): every image rescaled x0.45-1, then "
+                "JPEG 60-95): reddit-facebook gap 0.049 against 0.258, reddit AP 2.7 points higher. Other seeds "
+                "and epochs of the same recipe: benchmarks/augment_study.md."
             ),
         ),
         WeightsEntry(

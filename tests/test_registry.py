@@ -19,18 +19,42 @@ def test_every_entry_is_complete():
         assert entry.arch in ("LaDeDa", "TinyLaDeDa") and entry.role in ("teacher", "student")
         assert entry.source in ("shipped", "published") and entry.notes
         if entry.source == "shipped":
-            assert entry.sha256 and len(entry.sha256) == 64 and entry.command.startswith("ladeda train-teacher")
+            assert entry.sha256 and len(entry.sha256) == 64 and "ladeda train-" in entry.command
             assert "val_ap" in entry.metrics
     with pytest.raises(ValueError, match="known: toy-teacher"):
         get_entry("nope")
 
 
-def test_shipped_teacher_file_matches_its_hash_and_config():
-    entry = get_entry("toy-teacher")
+@pytest.mark.parametrize("name", [e.name for e in REGISTRY.values() if e.source == "shipped"])
+def test_shipped_file_matches_its_hash_and_config(name):
+    entry = get_entry(name)
     assert entry.path.is_file(), f"{entry.path} is missing from the package"
     assert file_sha256(entry.path) == entry.sha256
-    ckpt = load_checkpoint(entry.path, expected="LaDeDa")
+    ckpt = load_checkpoint(entry.path, expected=entry.arch)
     assert {k: ckpt.config[k] for k in entry.config} == entry.config
+    if entry.role == "student":  # the recipe in the command is the one the checkpoint records
+        augment = ckpt.metadata["config"]["augment"]
+        assert (augment["p_rescale"] > 0) == ("--augment" in entry.command)
+        assert ckpt.metadata["config"]["epochs"] == entry.metrics["epochs"]
+
+
+@pytest.mark.slow
+def test_shipped_students_reproduce_their_test_ap_and_augmentation_closes_the_gap(tmp_path):
+    from ladeda_lib.data import make_toy_dataset
+    from ladeda_lib.evaluation import evaluate_model
+
+    # the test split of the default toy set only: every image is rendered from its own seed
+    cfg = ToyConfig(train_per_class=0, val_per_class=0)
+    root = make_toy_dataset(tmp_path / "toy", seed=0, config=cfg, progress=False)
+    ap = {}
+    for name in ("toy-student-plain", "toy-student-augmented"):
+        entry = get_entry(name)
+        report = evaluate_model(entry.path, root, splits=("test",), progress=False, localisation=False)
+        ap[name] = {p: report["groups"][f"test/{p}"]["ap"] for p in ("reddit", "twitter", "facebook")}
+        assert ap[name] == pytest.approx(entry.metrics["test_ap"], abs=0.01), name
+    plain, augmented = ap["toy-student-plain"], ap["toy-student-augmented"]
+    assert augmented["reddit"] - augmented["facebook"] <= 0.05 < plain["reddit"] - plain["facebook"]
+    assert augmented["reddit"] >= plain["reddit"] - 0.01
 
 
 @pytest.mark.slow
