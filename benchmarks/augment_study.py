@@ -20,7 +20,8 @@ drawn from ranges that span all three platforms (``wide``, ×0.45-1 and quality 
 The **oracles** apply one platform's exact chain to every training image (p = 1): ``oracle facebook`` rescales
 by ×0.5-0.65 and recompresses at quality 65-75 (on top of the training images' own light JPEG), so the student
 trains on facebook-like images only (at 80 epochs one seed reached facebook AP 0.883, the other did not learn:
-seeing nothing but the harshest platform is a worse teacher than a range that covers all of them). ``oracle reddit`` recompresses at 90-95 only (the reference).
+seeing nothing but the harshest platform is a worse teacher than a range that covers all of them).
+``oracle reddit`` recompresses at 90-95 only (the reference).
 
 Results are appended to ``--results`` (JSON lines; runs already there are skipped, so the study resumes) and
 the table is written to ``--out``. 8-epoch runs take ~3-5 CPU minutes each on a busy 2-core machine, 80-epoch

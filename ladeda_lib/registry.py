@@ -148,7 +148,9 @@ REGISTRY: dict[str, WeightsEntry] = {
             source="shipped",
             config={"preprocess": "right_diag", "pool": 0.1},
             sha256="e36b7798dc7a1d719e3851e7c140ab3dd7a4077c952da6520c537159920e1f30",
-            command="OMP_NUM_THREADS=1 ladeda train-student --alpha-distill 0 --alpha-task 1 --epochs 80 --seed 0 --augment",
+            command=(
+                "OMP_NUM_THREADS=1 ladeda train-student --alpha-distill 0 --alpha-task 1 --epochs 80 --seed 0 --augment"
+            ),
             data=TOY_DATA,
             metrics={
                 "epochs": 80,
