@@ -95,4 +95,6 @@ def test_deployable_student_falls_back_for_odd_sizes_and_exports_the_student(tmp
         want_logit, want = model.forward_with_patches(x)
     assert patches.shape == (1, 1, 126, 126)
     assert np.abs(patches - want.numpy()).max() <= 1e-5 * float(want.abs().max())
-    assert np.abs(logit - want_logit.numpy()).max() <= 1e-5 * float(want.abs().max())
+    # the image logit pools up to 15,876 patch logits, summed in a CPU-dependent order: N * eps32 * mean|patch|
+    sum_bound = want.numel() * float(np.finfo(np.float32).eps) * float(want.abs().mean())
+    assert np.abs(logit - want_logit.numpy()).max() <= 1e-5 * float(want.abs().max()) + sum_bound
