@@ -34,16 +34,29 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return INPUT_GEOMETRY.normalize(images.float() / 255)
 
 
-def train_student() -> TinyLaDeDa:
-    """A student that separates the synthetic classes (30 Adam steps on 48×48 images, BN frozen)."""
-    torch.manual_seed(0)
-    model = TinyLaDeDa().eval()  # eval: BatchNorm uses its (fixed) running statistics while training
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+def train_student(seed: int = 0) -> TinyLaDeDa:
+    """A student that separates the synthetic classes: BatchNorm statistics set from the 64 training images, then
+    100 full-batch Adam steps at 1e-2 with the statistics frozen (48×48 images).
+
+    Measured over seeds 0-9, native and default kernels: test accuracy 1.0 every time, smallest signed test logit
+    1.17 (seed 0) to 49. Without the statistics step (the running variance stays 1 while the features are ~1e-2)
+    only seed 0 of 0-4 learned at all."""
+    torch.manual_seed(seed)
+    model = TinyLaDeDa()
     images, labels = synthetic_images(64, 48, seed=1)
     x = normalise(images)
-    for _ in range(30):
-        idx = torch.randint(0, len(x), (8,))
-        loss = F.binary_cross_entropy_with_logits(model(x[idx]).squeeze(1), labels[idx].float())
+    norms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative: one pass sets the statistics of this batch
+    with torch.no_grad():
+        model.train()(x)
+    for bn, momentum in norms.items():
+        bn.momentum = momentum
+    model.eval()  # the statistics stay fixed while the weights train
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = F.binary_cross_entropy_with_logits(model(x).squeeze(1), labels.float())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -117,9 +130,10 @@ def test_input_output_shapes_and_int8_quantization_parameters(chain):
 def test_parity_per_format_meets_the_tolerances(chain):
     report = chain["report"]
     assert report.passed, report.to_markdown()
-    assert report.row("onnx").max_abs < 1e-4
-    assert report.row("float32").max_abs < 1e-4
-    assert report.row("float16").max_abs < 1e-2
+    # relative to the logit scale: the trained student's logits reach tens to hundreds
+    assert report.row("onnx").max_rel < 1e-5
+    assert report.row("float32").max_rel < 1e-5
+    assert report.row("float16").max_rel < 1e-2
     assert report.row("int8").agreement >= 0.99
     assert report.row("int8").patch_cosine > 0.99
     assert report.row("int8").accuracy == 1.0 and report.row("int8").ap > 0.999
@@ -176,8 +190,9 @@ def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypa
     logit, patches = runner(x)
     with torch.no_grad():
         ref_logit, ref_patches = chain["model"].forward_with_patches(x)
-    assert np.abs(logit - ref_logit.numpy()).max() < 1e-4
-    assert np.abs(patches - ref_patches.numpy()).max() < 1e-4
+    # float32 both sides, other kernels: relative to the largest value (patch logits reach a few hundred here)
+    assert np.abs(logit - ref_logit.numpy()).max() < 1e-5 * max(1.0, ref_logit.abs().max().item())
+    assert np.abs(patches - ref_patches.numpy()).max() < 1e-5 * max(1.0, ref_patches.abs().max().item())
     assert topk_k_as_constant_nodes(onnx.load(str(simplified))) == 1  # the user's copy still has it
 
 
