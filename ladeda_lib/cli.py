@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ladeda_lib.robustness",
         "AP, accuracy and flipped decisions under JPEG, rescale, blur, crop and platform chains",
     ),
+    "audit": (
+        "ladeda_lib.audit_cli",
+        "false-positive audit on real photographs: FPR and verdict changes under JPEG, resize, crop, EXIF",
+    ),
 }
 
 #: Modules that contribute subcommands, in the order they first appear in :data:`COMMANDS`.
