@@ -150,7 +150,7 @@ class AuditReport:
         s, pct = self.summary(), "{:.1%}".format
         band = f"unsure band {self.unsure[0]:g}-{self.unsure[1]:g}" if self.unsure else "no unsure band"
         cal = "calibrated" if self.calibrated else "no calibration record: raw sigmoid"
-        shortcut = [f"{f} ({t})" for t in FORMAT_TRANSFORMS for f in s["transforms"][t]["turned_fake_files"]]
+        shortcut = [f"{f} after {t}" for t in FORMAT_TRANSFORMS for f in s["transforms"][t]["turned_fake_files"]]
         lines = [
             "# False-positive audit on real photographs\n",
             f"Model `{self.model}` ({cal}), threshold {self.threshold:g}, {band}; {s['n_real']} real photographs "

@@ -146,7 +146,7 @@ def test_the_report_names_a_format_shortcut_in_words():
     photo = dict(file="beach.png", format="PNG", size=[64, 64], original=scored(0.3), transforms=transforms)
     report = AuditReport("m.pt", 0.5, None, False, "real", photos=[photo | {"exif_upright": True}])
     text = report.markdown()
-    assert "**Format shortcut:**" in text and "beach.png (JPEG re-save)" in text
+    assert "**Format shortcut:**" in text and "beach.png after JPEG re-save" in text
     assert report.summary()["transforms"]["JPEG re-save"]["turned_fake"] == 1.0
     report.photos[0]["transforms"]["JPEG re-save"] = scored(0.3)
     assert "no format shortcut" in report.markdown()
