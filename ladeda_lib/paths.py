@@ -35,3 +35,13 @@ def weights_dir() -> Path:
 def default_toy_dir() -> Path:
     """``<root>/data/toy_wildrf``: where the toy dataset is generated when no data is given."""
     return data_dir() / "toy_wildrf"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as outputs print it: relative to :func:`project_root` when inside it (``data/toy_wildrf``), so no
+    stored output or log names one machine's folders; a path outside the root is printed as given."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(project_root()))
+    except ValueError:
+        return str(p)

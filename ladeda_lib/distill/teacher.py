@@ -31,7 +31,7 @@ from ladeda_lib.distill.data import TrainingData, load_training_data
 from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.models import LaDeDa, PatchDetector
-from ladeda_lib.paths import weights_dir
+from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import PRETRAINED_DIR, get_entry, published, shipped_teacher_fits
 
 COMPACT_TEACHER = "teacher_compact.pt"
@@ -159,7 +159,7 @@ def train_teacher(
         which = "the best validation AP" if cfg.keep_best else "the last"
         print(
             f"teacher (width {cfg.width}, {teacher.num_parameters():,} parameters; epoch {chosen.get('epoch')} of "
-            f"{len(result.history)}, {which}) saved to {output} after {seconds:.0f} s"
+            f"{len(result.history)}, {which}) saved to {shown(output)} after {seconds:.0f} s"
         )
     ckpt = load_checkpoint(output, expected="LaDeDa")
     ckpt.model.freeze()
@@ -212,9 +212,11 @@ def get_teacher(
             if cfg.data is None and data is not None:
                 cfg = replace(cfg, data=data)
             if progress:
-                print(f"no teacher for this data in {weights_dir()}: training the compact teacher (width {cfg.width})")
+                print(
+                    f"no teacher for this data in {shown(weights_dir())}: training the compact teacher (width {cfg.width})"
+                )
             ckpt = train_teacher(cfg, progress=progress)
-            source = f"compact teacher trained now, saved to {ckpt.path}"
+            source = f"compact teacher trained now, saved to {shown(ckpt.path)}"
     ckpt.model.freeze()
     if progress:
         print(f"using the {source} ({ckpt.model.num_parameters():,} parameters, width {ckpt.config.get('width')})")

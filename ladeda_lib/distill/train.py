@@ -41,7 +41,7 @@ from ladeda_lib.distill.teacher import get_teacher
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.geometry import align_indices
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
-from ladeda_lib.paths import weights_dir
+from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import published
 
 
@@ -357,7 +357,7 @@ def train_student(
     student = _new_student(cfg)
     if cfg.init is not None:
         student = _load_student(cfg.init, cfg.pool)
-        prep.notes.append(f"started from {cfg.init}")
+        prep.notes.append(f"started from {shown(cfg.init)}")
     metadata = {
         "kind": "student",
         "training": "single_stage",
@@ -382,19 +382,19 @@ def train_student(
 def resolve_two_stage_init(cfg: TwoStageTrainConfig) -> tuple[Path | None, str]:
     """Where two-stage training starts: (path or None for "train a warm-up first", a sentence saying which)."""
     if cfg.init is not None:
-        return Path(cfg.init), f"starting from --init {cfg.init}"
+        return Path(cfg.init), f"starting from --init {shown(cfg.init)}"
     single = weights_dir() / "single_stage" / "student_final.pt"
     if single.is_file():
-        return single, f"no --init given: starting from the single-stage student {single}"
+        return single, f"no --init given: starting from the single-stage student {shown(single)}"
     for entry in published("student"):
         path = entry.path
         if path.is_file():
-            return path, f"no --init given: starting from the published Tiny-LaDeDa {path}"
+            return path, f"no --init given: starting from the published Tiny-LaDeDa {shown(path)}"
     warm = cfg.resolved_output() / "warmup" / "student_final.pt"
     if warm.is_file():
-        return warm, f"no --init given: reusing this run's earlier single-stage warm-up {warm}"
+        return warm, f"no --init given: reusing this run's earlier single-stage warm-up {shown(warm)}"
     return None, (
-        f"no --init given and no student in {weights_dir()} (single_stage/student_final.pt or a published "
+        f"no --init given and no student in {shown(weights_dir())} (single_stage/student_final.pt or a published "
         f"Tiny-LaDeDa): training a {cfg.warmup_epochs}-epoch single-stage warm-up first"
     )
 
