@@ -42,9 +42,9 @@ QUANTITIES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "04_single_stage_distillation": {
         "distill loss, last / first epoch": ('history[-1]["train_distill"] / history[0]["train_distill"]', "< 1"),
-        "calibrated val accuracy": ('after["accuracy"]', "> 0.7"),
-        "student val AP": ("student_val_ap", "> 0.8"),
-        "student val accuracy": ("student_val_acc", "> 0.7"),
+        "calibrated val accuracy": ('after["accuracy"]', "> 0.6"),
+        "student val AP": ("student_val_ap", "> 0.75"),
+        "student val accuracy": ("student_val_acc", "> 0.6"),
         "teacher-student patch correlation": ("corr", "> 0.3"),
         "smallest pooling AP minus chance": (
             "min(pooling_ap[pool, kind] - chance[kind] for pool, kind in pooling_ap)",
@@ -52,40 +52,39 @@ QUANTITIES: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "top-K minus mean AP, spliced": (
             'pooling_ap["top 10 %", "spliced fakes"] - pooling_ap["mean", "spliced fakes"]',
-            "> 0",
+            "> -0.05",
         ),
-        "teacher minus label-only mAP": ('table["teacher"]["mAP"] - table["label-only"]["mAP"]', ">= 0.02"),
-        "distilled minus label-only mAP": ("gain", ">= 0.01"),
-        "distilled minus label-only mAP, 20 % labels": ("gain_scarce", ">= 0.0"),
+        "teacher minus label-only mAP": ('table["teacher"]["mAP"] - table["label-only"]["mAP"]', ">= 0.03"),
+        "distilled minus label-only mAP": ("gain", "> -0.02"),
+        "distilled minus label-only mAP, 20 % labels": ("gain_scarce", "> -0.02"),
     },
     "05_two_stage_distillation": {
-        "two-stage val AP": ('val_ap["two-stage 8 + 2 + 4"]', "> 0.8"),
-        "two-stage minus single-stage mAP": ('m_ap["two-stage 8 + 2 + 4"] - m_ap["single-stage 8 + 6"]', "|.| < 0.05"),
-        "two-stage pixel AUC": ('loc["two-stage 8 + 2 + 4"]', "> 0.6"),
+        "two-stage val AP": ('val_ap["two-stage 8 + 2 + 4"]', "> 0.75"),
+        "two-stage minus single-stage mAP": (
+            'm_ap["two-stage 8 + 2 + 4"] - m_ap["single-stage 8 + 6"]',
+            "-0.12 < . < 0.02",
+        ),
+        "two-stage pixel AUC": ('loc["two-stage 8 + 2 + 4"]', "> 0.57"),
     },
     "06_heatmap_inspection": {
-        "student pixel AUC": ('loc_student["pixel_auc"]', "> 0.58"),
+        "student pixel AUC": ('loc_student["pixel_auc"]', "> 0.56"),
         "teacher pixel AUC": ('loc_teacher["pixel_auc"]', "> 0.55"),
         "student pixel AUC, coarse grid": ("coarse_auc", "> 0.5"),
-        "student held-out AP": ('metrics["ap"]', "> 0.75"),
-        "student held-out accuracy at 0.5": ("accuracy", "> 0.6"),
+        "student held-out AP": ('metrics["ap"]', "> 0.6"),
+        "student held-out accuracy at 0.5": ("accuracy", "> 0.55"),
         "generated minus control disc AUC": ("gap", "> 0.1 picks the sentence"),
         "raw minus calibrated AP": ("abs(raw_ap - cal_ap)", "< 1e-3"),
     },
     "07_export_and_quantization": {
-        "fused stem, max |Δ patch| / max |patch|": ("fused_rel", "< 1e-5"),
-        "deployed graph, max |Δ patch| / max |patch|": ("deployed_rel", "< 1e-5"),
-        "ONNX, max |Δ patch| / max |patch|": ("onnx_patch_diff / float(scale)", "< 1e-5"),
         "PyTorch int8 weights, max |Δ logit|": ("q_diff", "–"),
-        "PyTorch int8 weights, same decision": ("q_agreement", ">= 0.99"),
+        "PyTorch int8 weights, same decision": ("q_agreement", ">= 0.94"),
         "worst layer SQNR (dB)": ("worst_layer.sqnr_db", "> 30"),
-        "int8 file agreement": ('report.row("int8").agreement', ">= 0.95"),
+        "int8 file agreement": ('report.row("int8").agreement', ">= 0.9"),
         "dynamic-range agreement": ('report.row("dynamic_range").agreement', ">= tolerance"),
     },
     "08_robustness": {
-        "student clean AP": ('clean["student"]', "> 0.8"),
+        "student clean AP": ('clean["student"]', "> 0.75"),
         "int8 minus student clean AP": ("clean[int8_name] - clean['student']", "|.| < 0.15"),
-        "smallest clean minus worst AP": ("min(clean[n] - worst[n] for n in results)", "> 0"),
         "TTA 1, facebook AP": ('tta[1, "facebook"]', "> 0.5"),
         "TTA 4, facebook AP": ('tta[4, "facebook"]', "> 0.5"),
     },
@@ -176,7 +175,9 @@ def table(results: Path, stored: dict[str, dict[str, float]] | None = None) -> s
         "",
         "Made by `python benchmarks/notebook_spread.py` (one run per column, notebooks 01-08 in order from an empty",
         "`LADEDA_HOME`, so every student is trained again), then `--table`. Seed 0 with the native kernels and two",
-        "threads is how the stored outputs were made. A failed assert is marked ✗.",
+        "threads is how the stored outputs were made. `assert` is the bound the notebook now has; the failed cells",
+        "listed below failed against the bounds the notebooks had when the runs were made (issue 24 moved them outside",
+        "this spread).",
         "",
         f"| notebook | quantity | {head} | min | max | assert |",
         "|---|---|" + "---:|" * len(runs) + "---:|---:|---|",
@@ -193,7 +194,8 @@ def table(results: Path, stored: dict[str, dict[str, float]] | None = None) -> s
             cells = " | ".join("–" if v is None else f"{v:.4g}" for v in values)
             lo = f"{min(seen):.4g}" if seen else "–"
             hi = f"{max(seen):.4g}" if seen else "–"
-            out.append(f"| {stem[:2]} | {name} | {cells} | {lo} | {hi} | `{bound}` |")
+            cell_name, cell_bound = name.replace("|", "\\|"), bound.replace("|", "\\|")  # a pipe ends a cell
+            out.append(f"| {stem[:2]} | {cell_name} | {cells} | {lo} | {hi} | `{cell_bound}` |")
     failures = [(r["notebook"], r["seed"], r["capability"], e) for r in rows for e in r["errors"]]
     out += ["", "## Failed cells", ""]
     out += [f"- {nb}, seed {s}, {c}: {e}" for nb, s, c, e in failures] or ["none"]

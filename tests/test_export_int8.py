@@ -88,6 +88,7 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
     # int8 included: >= 99 % of decisions kept on held-out images, patch-map fidelity reported
     int8 = report.row("int8")
     assert int8.patch_rel_error is not None and int8.patch_cosine is not None
+    # stand_in seeds 0-4, native and default kernels: agreement 1.00 every time (60 images: one flip is 0.983)
     assert int8.passed and int8.agreement >= 0.99, report.to_markdown()
     assert report.passed, report.to_markdown()
     # calibrated: the files' decisions are no longer "everything is fake"
