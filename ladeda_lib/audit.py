@@ -8,7 +8,6 @@ on compression history, not content. :func:`bundled_photographs`: real photograp
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ladeda_lib.data.degrade import center_crop, jpeg, rescale, to_input_size
 from ladeda_lib.data.images import load_image
+from ladeda_lib.data.photos import find_bundled, read_bundled
 from ladeda_lib.inference import InferencePipeline, list_images
 from ladeda_lib.models import PatchDetector
 
@@ -61,35 +61,17 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 #: Transforms that change only the compression: a real photograph turning fake under one is a format shortcut.
 FORMAT_TRANSFORMS = ("JPEG 95", "JPEG 75", "JPEG re-save")
 
-#: Real photographs shipped inside installed packages: (package, path inside it); the file's stem names it.
-BUNDLED = tuple(
-    ("skimage.data", f)
-    for f in "astronaut.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg retina.jpg camera.png "
-    "moon.png coins.png brick.png grass.png gravel.png motorcycle_left.png".split()
-) + (
-    ("sklearn.datasets", "images/china.jpg"),  # the files sklearn.datasets.load_sample_images reads
-    ("sklearn.datasets", "images/flower.jpg"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-)
-
 
 def bundled_photographs(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
-    """Write the :data:`BUNDLED` photographs found in the installed packages to ``folder`` as PNG (offline).
-
-    Returns (the PNG files written, notes: which were JPEG files in their package, which were absent).
+    """Write the photographs shipped in installed packages (:func:`~ladeda_lib.data.photos.find_bundled`, offline)
+    to ``folder`` as PNG. Returns (the PNG files written, notes: which were JPEG files there, which were absent).
     """
-    written, notes, jpegs = [], [], []
+    photos, notes = find_bundled()
     Path(folder).mkdir(parents=True, exist_ok=True)
-    for package, relative in BUNDLED:
-        spec = importlib.util.find_spec(package) if importlib.util.find_spec(package.split(".")[0]) else None
-        source = Path(spec.origin).parent / relative if spec is not None and spec.origin else None
-        if source is None or not source.is_file():
-            notes.append(f"{package}/{relative} is not installed: skipped")
-            continue
-        written.append(Path(folder) / f"{source.stem}.png")
-        jpegs += [source.stem] * (source.suffix == ".jpg")
-        with Image.open(source) as img:
-            img.convert(img.mode if img.mode in ("L", "RGB") else "RGB").save(written[-1])
+    written = [Path(folder) / f"{p.name}.png" for p in photos]
+    for photo, path in zip(photos, written, strict=True):
+        Image.fromarray(read_bundled(photo)).save(path)
+    jpegs = [p.name for p in photos if p.path.suffix == ".jpg"]
     note = f"{len(written)} photographs shipped in installed packages, written as PNG; {', '.join(jpegs) or 'none'}"
     return written, [note + " were JPEG files there, so their 'JPEG 95' is a second compression", *notes]
 
