@@ -5,6 +5,8 @@
   ``DatasetIndex``, ``holdout_split``
 * :mod:`~ladeda_lib.data.tensors` — ``load_tensors`` → ``ImageTensors`` (N, 3, 256, 256) uint8, cached
 * :mod:`~ladeda_lib.data.toy`     — ``make_toy_dataset``, ``ensure_toy_dataset``
+* :mod:`~ladeda_lib.data.photos`  — the photo-backed toy world (``make_toy_dataset(..., world="photos")``):
+  photographs shipped in installed packages (``find_bundled``) as the real class, split by photograph
 * :mod:`~ladeda_lib.data.cli`     — ``ladeda data-info``, ``ladeda make-toy-data``
 
 Masks of spliced (partial) fakes live in a parallel tree under the dataset root:

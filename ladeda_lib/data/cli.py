@@ -1,4 +1,4 @@
-"""``ladeda data-info PATH`` and ``ladeda make-toy-data --output DIR [--seed N] [--train-per-class N] ...``."""
+"""``ladeda data-info PATH`` and ``ladeda make-toy-data --output DIR [--world photos] [--seed N] ...``."""
 
 from __future__ import annotations
 
@@ -28,9 +28,14 @@ def _make_toy(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     config = replace(ToyConfig(), **{k: v for k, v in sizes.items() if v is not None})
     start = time.perf_counter()
-    root = make_toy_dataset(args.output, seed=args.seed, config=config, progress=not args.quiet)
+    root = make_toy_dataset(args.output, seed=args.seed, config=config, progress=not args.quiet, world=args.world)
     counts = f"{config.train_per_class}/{config.val_per_class}/{config.test_per_class} per class (train/val/test)"
-    print(f"wrote the toy dataset (seed {args.seed}, {counts}) to {root} in {time.perf_counter() - start:.1f} s")
+    what = f"the toy dataset ({args.world} world, seed {args.seed}, {counts})"
+    print(f"wrote {what} to {root} in {time.perf_counter() - start:.1f} s")
+    if args.world == "photos":
+        from ladeda_lib.data.photos import heldout_dir
+
+        print(f"which photograph went where: {root / 'photos.json'}; held-out test photographs: {heldout_dir(root)}")
     return 0
 
 
@@ -44,6 +49,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("make-toy-data", help="generate the offline WildRF-shaped toy dataset")
     p.add_argument("--output", required=True, help="folder to write (e.g. data/toy_wildrf)")
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
+    p.add_argument(
+        "--world",
+        choices=("scenes", "photos"),  # ladeda_lib.data.toy.WORLDS, spelled out so --help stays light
+        default="scenes",
+        help="real class: rendered scenes (default) or crops of photographs shipped in installed packages",
+    )
     # Defaults None = ToyConfig's (150/50/50); read lazily so `ladeda --help` does not import the generator.
     p.add_argument("--train-per-class", type=int, default=None, help="training images per class (default 150)")
     p.add_argument("--val-per-class", type=int, default=None, help="validation images per class (default 50)")

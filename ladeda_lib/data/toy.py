@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
@@ -44,6 +45,9 @@ from scipy import ndimage
 from ladeda_lib import paths
 
 PLATFORMS = ("reddit", "twitter", "facebook")
+#: The worlds ``make_toy_dataset`` builds: rendered scenes, or photographs shipped in installed packages
+#: (:mod:`ladeda_lib.data.photos`).
+WORLDS = ("scenes", "photos")
 #: Bumped whenever rendering changes, so ``ensure_toy_dataset`` regenerates stale copies.
 GENERATOR_VERSION = 2
 
@@ -349,19 +353,33 @@ def toy_item_seed(
     return item, partial
 
 
+def _scene_renderer(seed: int, cfg: ToyConfig) -> Callable[..., tuple[ToyRender, np.random.Generator]]:
+    """The scenes world's ``(split, platform, label, index)`` → (render, the platform re-encoding's generator)."""
+
+    def render(split: str, platform: str | None, label: int, index: int) -> tuple[ToyRender, np.random.Generator]:
+        item_seed, partial = toy_item_seed(seed, split, platform, label, index, cfg.partial_fraction)
+        platform_rng = np.random.default_rng(_item_seed(item_seed, "platform"))
+        return render_toy_image(item_seed, label, partial, cfg), platform_rng
+
+    return render
+
+
 def make_toy_dataset(
     output: str | Path,
     seed: int = 0,
     config: ToyConfig | None = None,
     progress: bool = True,
     num_workers: int | None = None,
+    world: str = "scenes",
 ) -> Path:
     """Write the toy dataset in WildRF layout under ``output`` and return ``output``.
 
     ``train/{0_real,1_fake}``, ``val/{0_real,1_fake}``, ``test/{reddit,twitter,facebook}/{0_real,1_fake}``
     (JPEG files), ``masks/…/<name>.png`` for partial fakes (white = generated) and ``toy_config.json``.
     Byte-identical for the same seed and config. Default: 150 + 150 train, 50 + 50 val, 50 + 50 per
-    platform (700 images). Introduced in notebook 02.
+    platform (700 images). ``world="photos"`` takes the real class from photographs shipped in installed
+    packages instead of rendered scenes, split by photograph, and also writes ``photos.json`` and the held-out
+    test photographs to ``<output>_heldout/`` (:mod:`ladeda_lib.data.photos`). Introduced in notebook 02.
     """
     from tqdm.auto import tqdm
 
@@ -369,16 +387,24 @@ def make_toy_dataset(
     unknown = set(cfg.platforms) - set(cfg.platform_styles)
     if unknown:
         raise ValueError(f"no platform style for {sorted(unknown)}; known: {sorted(cfg.platform_styles)}")
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; known: {', '.join(WORLDS)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if world == "photos":
+        from ladeda_lib.data.photos import PhotoWorld
+
+        photo_world = PhotoWorld(seed, cfg)
+        render_item = photo_world.render
+    else:
+        render_item = _scene_renderer(seed, cfg)
 
     def work(item: tuple[str, str | None, int, int]) -> None:
         split, platform, label, index = item
-        item_seed, partial = toy_item_seed(seed, split, platform, label, index, cfg.partial_fraction)
-        render = render_toy_image(item_seed, label, partial, cfg)
+        render, platform_rng = render_item(split, platform, label, index)
         style = cfg.platform_styles[platform or "reddit"]
-        data, scale = _reencode(render.image, style, np.random.default_rng(_item_seed(item_seed, "platform")))
+        data, scale = _reencode(render.image, style, platform_rng)
         rel = toy_item_path(split, platform, label, index)
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
@@ -396,17 +422,20 @@ def make_toy_dataset(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in tqdm(pool.map(work, items), total=len(items), desc="toy dataset", unit="img", disable=not progress):
             pass
+    if world == "photos":
+        photo_world.write_records(out)
     manifest = {"seed": seed, "config": asdict(cfg), "generator": GENERATOR_VERSION, "images": len(items)}
+    manifest["world"] = world
     (out / "toy_config.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if progress:
-        print(f"toy dataset: {len(items)} images in {time.perf_counter() - start:.1f} s → {out}")
+        print(f"toy dataset ({world}): {len(items)} images in {time.perf_counter() - start:.1f} s → {out}")
     return out
 
 
 def ensure_toy_dataset(path: str | Path | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Return the toy dataset root (default ``data/toy_wildrf``), generating it first if it is absent.
 
-    A folder whose ``toy_config.json`` records another seed, configuration or generator version is
+    A folder whose ``toy_config.json`` records another seed, configuration, generator version or world is
     regenerated in place (the files are overwritten with the current ones).
     """
     root = Path(path) if path is not None else paths.default_toy_dir()
@@ -414,7 +443,7 @@ def ensure_toy_dataset(path: str | Path | None = None, seed: int = 0, progress: 
     expected = json.loads(json.dumps({"seed": seed, "config": asdict(ToyConfig()), "generator": GENERATOR_VERSION}))
     if manifest.is_file():
         stored = json.loads(manifest.read_text())
-        if {k: stored.get(k) for k in expected} == expected:
+        if {k: stored.get(k) for k in expected} == expected and stored.get("world", "scenes") == "scenes":
             return root
     make_toy_dataset(root, seed=seed, progress=progress)  # absent, or made by another generator version
     return root
