@@ -247,7 +247,7 @@ def shipped_teacher_fits(data_root: str | Path | None) -> bool:
     """True when ``data_root`` is the default toy dataset the shipped teacher was trained on.
 
     None means the default data (the toy set). Any other folder qualifies only if its ``toy_config.json``
-    records the same generator version, seed and default configuration.
+    records the same generator version, seed, default configuration and the scenes world.
     """
     if data_root is None:
         return True
@@ -267,4 +267,5 @@ def shipped_teacher_fits(data_root: str | Path | None) -> bool:
         stored.get("generator") == GENERATOR_VERSION == TOY_DATA["generator"]
         and stored.get("seed") == TOY_DATA["seed"]
         and stored.get("config") == expected
+        and stored.get("world", "scenes") == "scenes"  # the photo world is other data, whatever its seed
     )

@@ -94,6 +94,10 @@ def test_shipped_teacher_only_fits_the_default_toy_data(tmp_path):
     assert shipped_teacher_fits(toy)
     (toy / "toy_config.json").write_text(json.dumps({**manifest, "seed": 1}))
     assert not shipped_teacher_fits(toy)
+    (toy / "toy_config.json").write_text(json.dumps({**manifest, "world": "scenes"}))
+    assert shipped_teacher_fits(toy)
+    (toy / "toy_config.json").write_text(json.dumps({**manifest, "world": "photos"}))
+    assert not shipped_teacher_fits(toy)  # same seed and config, other data
     assert not shipped_teacher_fits(tmp_path)  # some other folder: no toy manifest
 
 

@@ -428,7 +428,7 @@ def make_toy_dataset(
     manifest["world"] = world
     (out / "toy_config.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if progress:
-        print(f"toy dataset ({world}): {len(items)} images in {time.perf_counter() - start:.1f} s → {out}")
+        print(f"toy dataset ({world}): {len(items)} images in {time.perf_counter() - start:.1f} s → {paths.shown(out)}")
     return out
 
 
