@@ -162,10 +162,13 @@ def test_pytorch_quantizer_compared_with_tflite_dynamic_range(chain):
     x = chain["test"][0][:6]
     # TFLite keeps tensors < 1024 weights in float; with the same rule both sides equal the float model
     same_rule = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x, min_elements=1024)
+    with torch.no_grad():  # differences relative to the logit scale (this student's logits reach tens)
+        scale = max(1.0, chain["model"](normalise(x)).abs().max().item())
     assert same_rule["pytorch_quantized_vs_float"] == 0
-    assert same_rule["pytorch_quantized_vs_tflite_dynamic_range"] < 1e-4
+    assert same_rule["pytorch_quantized_vs_tflite_dynamic_range"] < 1e-5 * scale
     every_weight = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x)
-    assert 0 < every_weight["pytorch_quantized_vs_float"] < 0.1
+    # seeds 0-4 of train_student, both kernel paths: 0.002 to 0.017 of the scale (same rule: <= 2.5e-7)
+    assert 0 < every_weight["pytorch_quantized_vs_float"] < 0.05 * scale
 
 
 def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypatch):
