@@ -1,6 +1,6 @@
 """Run every benchmark in one process and write ``benchmarks/RESULTS.md``.
 
-    python benchmarks/run.py [--quick] [--scale SMALL LARGE | --no-scale] [--readme README.md]
+    python benchmarks/run.py [--quick] [--scale SMALL LARGE | --no-scale] [--readme docs/training_at_scale.md]
 
 One run on one machine, so the ratios between rows are comparable. The sections come from
 ``bench_export.py`` (student in every format), ``bench_inference.py`` (PyTorch eager / optimised /
@@ -10,8 +10,8 @@ and the teacher forward times below.
 
 The scale section runs when the two toy sets exist (default ``data/toy300`` and ``data/toy3000``, built by
 ``ladeda make-toy-data --output data/toy300 --train-per-class 150 --val-per-class 25 --test-per-class 5`` and
-the same with ``toy3000`` and ``--train-per-class 1500``), or on the sets ``--scale`` names. ``--readme FILE``
-also rewrites the measured paragraph of the README section "Training at scale" (between the
+the same with ``toy3000`` and ``--train-per-class 1500``), or on the sets ``--scale`` names. ``--readme PAGE``
+also rewrites the measured paragraph of `docs/training_at_scale.md` (between the
 ``<!-- bench:scale -->`` markers) from this run's numbers.
 """
 
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-scale", action="store_true", help="skip the scale section")
     parser.add_argument("--teacher", type=Path, default=bench_training.SHIPPED_TEACHER, help="teacher for --scale")
-    parser.add_argument("--readme", type=Path, help="rewrite this README's measured 'Training at scale' paragraph")
+    parser.add_argument(
+        "--readme", type=Path, help="rewrite the measured paragraph of this page (docs/training_at_scale.md)"
+    )
     args = parser.parse_args(argv)
     scale_sets = None if args.no_scale else (args.scale or DEFAULT_SCALE)
     if scale_sets is not None and not all((p / "train").is_dir() for p in scale_sets):
