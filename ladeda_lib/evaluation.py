@@ -261,7 +261,7 @@ def localisation_score(
     Returns:
         ``{"pixel_auc": mean per-image AUC, "pixel_auc_pooled": AUC over all pixels of all images,
         "n_images": count, "per_image": [..]}``.
-    Introduced in notebook 05.
+    Introduced in notebook 06.
     """
     from ladeda_lib.data.tensors import load_tensors
 

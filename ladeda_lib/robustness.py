@@ -164,7 +164,7 @@ def load_scorer(model: Any, batch_size: int = 16) -> tuple[ScoreFn, str]:
 def tta_score(score: ScoreFn, images: torch.Tensor, n: int) -> np.ndarray:
     """Test-time augmentation: the mean logit over the first ``n`` copies of :data:`~ladeda_lib.data.degrade.TTA_CHAINS`.
 
-    uint8 (N, 3, S, S) → (N,) logits; ``n = 1`` is the plain score. Introduced in notebook 08.
+    uint8 (N, 3, S, S) → (N,) logits; ``n = 1`` is the plain score. Works behind notebook 08.
     """
     chains = tta_chains(n)
     if len(chains) == 1:

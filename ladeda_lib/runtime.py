@@ -122,7 +122,7 @@ def measure_latency_ms(fn: Callable[[], Any], runs: int = 30, warmup: int = 3, b
 
     On a shared machine a burst of outside load can slow a whole stretch of calls (measured: onnxruntime 7 ms
     instead of 2.3 ms in one of three identical runs); the quietest block's median is the closest to what the
-    backend itself costs, and equals the plain median when nothing interferes. Introduced in notebook 07.
+    backend itself costs, and equals the plain median when nothing interferes. Works behind notebook 07.
     """
     return quietest_block_median(latency_samples_ms(fn, runs, warmup), blocks)
 
@@ -135,7 +135,7 @@ class Calibration:
     """``calibrated logit = (logit − offset) / temperature`` (``temperature > 0``; the ranking is unchanged).
 
     ``fitted_on`` records the data (root, split, image count, class counts, metrics before/after).
-    Introduced in notebook 06.
+    Works behind notebook 06.
     """
 
     offset: float = 0.0
@@ -186,7 +186,7 @@ def fold_batchnorm(model: PatchDetector, check: bool = True) -> PatchDetector:
 
     Returns:
         the folded copy: same ``forward``/``patch_logits`` outputs (B, 3, H, W) → (B, 1) / (B, 1, h, w)
-        within float32 rounding, no BatchNorm left. Introduced in notebook 06.
+        within float32 rounding, no BatchNorm left. Works behind notebook 06.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -233,7 +233,7 @@ def stem_kernel(model: TinyLaDeDa, with_filter: bool = True) -> tuple[torch.Tens
     fixed 3×3 filter ("same" padding) a 5×5 kernel over the input padded by 1; with ``"raw"`` (or
     ``with_filter=False``: ``conv1`` · ``conv2`` · ``bn1`` alone, applied after the filter) a 3×3 kernel without
     padding. Returns ``(weight (8, 3, k, k), bias (8,), padding)``, computed in float64.
-    Introduced in notebook 07.
+    Works behind notebook 07.
     """
     if isinstance(model.preprocess, FixedFilter) and with_filter:
         pre, size, padding = model.preprocess.kernel.double(), 5, 1
@@ -259,7 +259,7 @@ class FusedTinyLaDeDa(PatchDetector):
 
     Same outputs as the model it was built from (to about 1e-6 relative), (B, 3, H, W) → (B, 1, h, w) patch
     logits and (B, 1) image logits; the exported graph and the optimised PyTorch path both use it.
-    Introduced in notebook 07.
+    Works behind notebook 07.
     """
 
     arch = "TinyLaDeDa"
@@ -298,7 +298,7 @@ def fuse_student_stem(model: TinyLaDeDa, check: bool = True) -> FusedTinyLaDeDa:
 
 def optimize_for_inference(model: PatchDetector) -> PatchDetector:
     """The fastest exact PyTorch copy of ``model``: the fused stem for Tiny-LaDeDa with a fixed filter or raw
-    input, BatchNorm folded otherwise; eval mode, frozen, channels-last. Introduced in notebook 06."""
+    input, BatchNorm folded otherwise; eval mode, frozen, channels-last. Works behind notebook 06."""
     if has_fusable_stem(model):
         net: PatchDetector = fuse_student_stem(model)
     else:
@@ -321,7 +321,7 @@ def geometry_for_grid(grid: int, input_size: int = INPUT_GEOMETRY.image_size) ->
     Used when a heatmap comes from an exported file, which does not record its architecture:
     126 → Tiny-LaDeDa (``right_diag``: RF 7, stride 2, offset −1), 31 → LaDeDa (RF 9, stride 8).
     A student exported with another preprocessing has the same grid but a different offset; pass its
-    ``model.geometry()`` explicitly in that case. Introduced in notebook 06.
+    ``model.geometry()`` explicitly in that case. Works behind notebook 06.
     """
     for _, geometry in _reference_geometries():
         if geometry.grid_size(input_size) == grid:
@@ -374,7 +374,7 @@ class Predictor:
 
     ``x``: normalised float images (B, 3, H, W) (numpy or torch; one (3, H, W) image is accepted).
     Logits are *calibrated* when :attr:`calibration` is set and ``calibrated=True`` (the default) — for
-    exported files the calibration is already inside the graph and is only recorded. Introduced in notebook 06.
+    exported files the calibration is already inside the graph and is only recorded. Works behind notebook 06.
     """
 
     backend: str = ""
@@ -659,7 +659,7 @@ def normalised_to_pixels(x: np.ndarray) -> np.ndarray:
 
     Inverts the shared normalisation (:data:`~ladeda_lib.geometry.INPUT_GEOMETRY`) and rounds to whole grey
     levels: exact for images that came from uint8, which is what the pixel-input int8 file expects
-    (:data:`PIXEL_INPUT_NAME`). Introduced in notebook 07.
+    (:data:`PIXEL_INPUT_NAME`). Works behind notebook 07.
     """
     mean = np.asarray(INPUT_GEOMETRY.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(INPUT_GEOMETRY.std, np.float32).reshape(1, 3, 1, 1)

@@ -223,7 +223,7 @@ def plot_reliability(
 
     ``curves`` maps a name to ``(labels (N,) 0/1, fake probabilities (N,))``; each name's legend entry carries
     its expected calibration error (ECE). The diagonal is perfect calibration; a curve below it is
-    over-confident about "fake". Introduced in notebook 05.
+    over-confident about "fake". Works behind notebook 05.
     """
     from matplotlib.figure import Figure
 

@@ -185,7 +185,7 @@ class AugmentedTask:
     plan; ``fetch`` calls the wrapped ``fetch(spec)`` and replaces ``batch["images"]`` by
     :func:`augment_batch` with ``torch.Generator().manual_seed(seed)``. All other batch entries are untouched:
     for distillation the teacher's patch targets stay those of the clean image. Use :func:`with_augmentation`
-    to wrap only when the config is enabled. Introduced in notebook 08.
+    to wrap only when the config is enabled. Works behind notebook 08.
     """
 
     def __init__(self, task: Any, config: AugmentConfig) -> None:
@@ -210,7 +210,7 @@ class AugmentedTask:
 
 def with_augmentation(task: Any, config: AugmentConfig | None) -> Any:
     """``task`` itself when ``config`` is None or off (the batch stream is bit-identical), else an
-    :class:`AugmentedTask`. Introduced in notebook 08."""
+    :class:`AugmentedTask`. Works behind notebook 08."""
     if config is None or not config.enabled:
         return task
     return AugmentedTask(task, config)

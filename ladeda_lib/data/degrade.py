@@ -130,7 +130,7 @@ def to_input_size(
 
     Uses :func:`~ladeda_lib.data.images.resize_to_uint8` (bicubic, antialiased, whole image to a square), the
     same arithmetic every image file goes through; ``size`` overrides the geometry's side (e.g. a 64-pixel
-    training crop). Batches (N, 3, h, w) → (N, 3, S, S). Introduced in notebook 08.
+    training crop). Batches (N, 3, h, w) → (N, 3, S, S). Works behind notebook 08.
     """
     _check_uint8(image, "to_input_size")
     geom = geometry if size is None else replace(geometry, image_size=int(size))
@@ -260,7 +260,7 @@ TTA_CHAINS: tuple[tuple[Degradation, ...], ...] = (
 
 
 def tta_chains(n: int) -> tuple[tuple[Degradation, ...], ...]:
-    """The first ``n`` of :data:`TTA_CHAINS` (1 = the image alone). Introduced in notebook 08."""
+    """The first ``n`` of :data:`TTA_CHAINS` (1 = the image alone). Works behind notebook 08."""
     if not 1 <= int(n) <= len(TTA_CHAINS):
         raise ValueError(f"--tta must lie in [1, {len(TTA_CHAINS)}] copies, got {n}")
     return TTA_CHAINS[: int(n)]

@@ -379,7 +379,7 @@ def make_toy_dataset(
     Byte-identical for the same seed and config. Default: 150 + 150 train, 50 + 50 val, 50 + 50 per
     platform (700 images). ``world="photos"`` takes the real class from photographs shipped in installed
     packages instead of rendered scenes, split by photograph, and also writes ``photos.json`` and the held-out
-    test photographs to ``<output>_heldout/`` (:mod:`ladeda_lib.data.photos`). Introduced in notebook 02.
+    test photographs to ``<output>_heldout/`` (:mod:`ladeda_lib.data.photos`). Works behind notebook 02.
     """
     from tqdm.auto import tqdm
 

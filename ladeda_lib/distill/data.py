@@ -42,7 +42,7 @@ def labelled_subset(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) 
     """Which training images keep their label when only ``fraction`` of them are labelled: (N,) long → (N,) bool.
 
     Stratified (the same share of each class, at least one image per class when ``fraction`` > 0) and
-    deterministic for a ``seed``. ``fraction`` 1 keeps every label. Introduced in notebook 04.
+    deterministic for a ``seed``. ``fraction`` 1 keeps every label. Works behind notebook 04.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"label fraction must lie in (0, 1], got {fraction}")

@@ -67,7 +67,7 @@ def _default_indices(input_size: int) -> torch.Tensor:
 def default_alignment(input_size: int = 256) -> torch.Tensor:
     """Student rows aligned with the teacher grid for Tiny-LaDeDa → LaDeDa at ``input_size`` (256 → ``4I + 1``).
 
-    Returns a LongTensor of shape (teacher_grid,), e.g. (31,) at 256. Introduced in notebook 04.
+    Returns a LongTensor of shape (teacher_grid,), e.g. (31,) at 256. Works behind notebook 04.
     """
     return _default_indices(int(input_size)).clone()
 
@@ -92,7 +92,7 @@ def infer_input_size(student_grid: int, teacher_grid: int) -> int:
 def scale_targets(teacher_patches: torch.Tensor, scale: float = 1.0, clip: float | None = None) -> torch.Tensor:
     """Teacher patch logits on the unit scale the MSE compares: ``clamp(t / scale, −clip, clip)`` (any shape).
 
-    ``scale`` must be positive; ``clip`` None leaves the tail as it is. Introduced in notebook 04.
+    ``scale`` must be positive; ``clip`` None leaves the tail as it is. Works behind notebook 04.
     """
     if not scale > 0:
         raise ValueError(f"target scale must be positive, got {scale}")

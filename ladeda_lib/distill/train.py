@@ -259,7 +259,7 @@ def calibrate_offset(
     top 10 % of its patches are positive even on real images, and a top-K student inherits that offset
     (accuracy at 0.5 fell to 50 % on the toy set, with AP unchanged). Fitted on the TRAINING images.
     ``mask`` (N,) bool: fit on those rows of ``images`` / ``labels`` only (default: all), read chunk by chunk,
-    so a memory-mapped image cache is never copied whole. Introduced in notebook 04.
+    so a memory-mapped image cache is never copied whole. Works behind notebook 04.
     """
     logits = _pooled_logits(model, images, mask, batch_size, device)
     target = (labels if mask is None else labels[mask]).float().reshape(-1)
@@ -508,7 +508,7 @@ def train_or_load_student(
     """The student ``config.resolved_output()/student_final.pt`` if it exists, else train it with :func:`train_student`.
 
     The notebooks' "load if present, train if not": a second run of a notebook reuses its students.
-    Introduced in notebook 04.
+    Introduced in notebook 05.
     """
     final = config.resolved_output() / "student_final.pt"
     if final.is_file():

@@ -150,7 +150,7 @@ def zero_sum_round(weight: torch.Tensor, zero_sum: bool = True) -> tuple[torch.T
         zero_sum: restore each (out, in) kernel's sum (in steps) after rounding.
     Returns:
         (integer taps (O, C, k, k) float64 in [-127, 127], scale (O,) float64); ``taps · scale`` is the
-        rounded kernel. Introduced in notebook 07.
+        rounded kernel. Works behind notebook 07.
     """
     w = weight.detach().double()
     scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-30) / 127.0

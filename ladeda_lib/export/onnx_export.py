@@ -179,7 +179,7 @@ def topk_k_as_constant_nodes(onnx_model: object) -> int:
 
     onnx2tf 1.28 reads an initializer K with ``int(array_of_shape_(1,))``, which raises ``TypeError`` under
     NumPy ≥ 2.4; a K produced by a ``Constant`` node is converted through TensorFlow and works. The graph
-    computes exactly the same thing. Introduced in notebook 07.
+    computes exactly the same thing. Works behind notebook 07.
     """
     from onnx import helper
 
