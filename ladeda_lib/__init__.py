@@ -12,6 +12,14 @@ The folder layout is the table of contents:
 * ``viz``           — heatmap figures and the ipywidgets explorer
 * ``export``        — ONNX, TFLite (onnx2tf), quantization and verification
 * ``pipeline``      — the whole path in one command
+* ``runtime``       — one way to run a model file in every format, latency, the optimised PyTorch path
+* ``calibration``   — decision offset and temperature fitted on labelled images, expected calibration error
+* ``robustness``    — AP and flipped decisions under JPEG, rescale, blur and platform sweeps
+* ``audit``         — false-positive audit on real photographs (``audit_cli``: ``ladeda audit``)
+* ``registry``      — every weights file the project knows: shipped, published layouts
+* ``distributed``   — torchrun / DistributedDataParallel helpers
+* ``paths``         — where data, weights and runs live; paths printed relative to the project
+* ``cli``           — the ``ladeda`` command (``inference_cli``: ``ladeda predict``)
 """
 
 __version__ = "0.1.0"

@@ -54,3 +54,13 @@ def test_the_readme_library_table_lists_every_module():
         if rel.as_posix() not in listed and path.name not in listed and not any(f in listed for f in folders[:-1]):
             missing.append(rel.as_posix())
     assert not missing, f"modules the README's library table does not list: {missing}"
+
+
+def test_the_package_table_of_contents_lists_every_module():
+    import ladeda_lib
+
+    listed = set(re.findall(r"``(\w+)``", ladeda_lib.__doc__))
+    modules = {p.stem for p in (ROOT / "ladeda_lib").glob("*.py")} - {"__init__", "__main__"}
+    packages = {p.parent.name for p in (ROOT / "ladeda_lib").glob("*/__init__.py")}
+    missing = sorted((modules | packages) - listed)
+    assert not missing, f"ladeda_lib's docstring does not list: {missing}"
