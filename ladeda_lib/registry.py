@@ -251,21 +251,11 @@ def shipped_teacher_fits(data_root: str | Path | None) -> bool:
     """
     if data_root is None:
         return True
-    from dataclasses import asdict
+    from ladeda_lib.data.toy import GENERATOR_VERSION, is_default_toy
 
-    from ladeda_lib.data.toy import GENERATOR_VERSION, ToyConfig
-
-    manifest = Path(data_root) / "toy_config.json"
-    if not manifest.is_file():
+    if GENERATOR_VERSION != TOY_DATA["generator"]:
         return False
     try:
-        stored = json.loads(manifest.read_text())
+        return is_default_toy(data_root, TOY_DATA["seed"])  # the photo world is other data, whatever its seed
     except (OSError, ValueError):
         return False
-    expected = json.loads(json.dumps(asdict(ToyConfig())))
-    return (
-        stored.get("generator") == GENERATOR_VERSION == TOY_DATA["generator"]
-        and stored.get("seed") == TOY_DATA["seed"]
-        and stored.get("config") == expected
-        and stored.get("world", "scenes") == "scenes"  # the photo world is other data, whatever its seed
-    )

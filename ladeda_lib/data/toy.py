@@ -439,11 +439,19 @@ def ensure_toy_dataset(path: str | Path | None = None, seed: int = 0, progress: 
     regenerated in place (the files are overwritten with the current ones).
     """
     root = Path(path) if path is not None else paths.default_toy_dir()
-    manifest = root / "toy_config.json"
-    expected = json.loads(json.dumps({"seed": seed, "config": asdict(ToyConfig()), "generator": GENERATOR_VERSION}))
-    if manifest.is_file():
-        stored = json.loads(manifest.read_text())
-        if {k: stored.get(k) for k in expected} == expected and stored.get("world", "scenes") == "scenes":
-            return root
+    if is_default_toy(root, seed):
+        return root
     make_toy_dataset(root, seed=seed, progress=progress)  # absent, or made by another generator version
     return root
+
+
+def is_default_toy(root: str | Path, seed: int = 0) -> bool:
+    """True when ``root/toy_config.json`` records this generator version, ``seed``, the default configuration and
+    the scenes world; False when there is no manifest. A manifest that cannot be read raises (OSError, ValueError).
+    """
+    manifest = Path(root) / "toy_config.json"
+    if not manifest.is_file():
+        return False
+    stored = json.loads(manifest.read_text())
+    expected = json.loads(json.dumps({"seed": seed, "config": asdict(ToyConfig()), "generator": GENERATOR_VERSION}))
+    return {k: stored.get(k) for k in expected} == expected and stored.get("world", "scenes") == "scenes"
