@@ -203,16 +203,18 @@ def visualize_heatmap(
     cmap: str = "inferno",
     geometry: PatchGeometry | None = None,
     mask: Any = None,
+    dpi: int = 100,
 ) -> Path:
     """Write the heatmap PNG for one prediction: image, overlay at the image's own resolution, score, colorbar.
 
-    ``image`` is what was passed to :meth:`InferencePipeline.predict`; ``result`` its output. Returns the path.
+    ``image`` is what was passed to :meth:`InferencePipeline.predict`; ``result`` its output; ``dpi`` sets the
+    PNG's resolution (a notebook that embeds several uses less). Returns the path.
     Introduced in notebook 06.
     """
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = render_heatmap(image, result, alpha=alpha, cmap=cmap, geometry=geometry, mask=mask)
-    out.write_bytes(figure_to_png(fig, dpi=100))
+    out.write_bytes(figure_to_png(fig, dpi=dpi))
     return out
 
 

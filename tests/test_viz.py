@@ -79,6 +79,9 @@ def test_visualize_heatmap_writes_png(tmp_path: Path) -> None:
     assert figure_to_png(render_heatmap(image, result)) == figure_to_png(render_heatmap(image, result))
     teacher = InferencePipeline(LaDeDa(width=2).eval()).predict(image)
     assert visualize_heatmap(image, teacher, tmp_path / "teacher.png").is_file()
+    # a lower dpi writes a smaller picture of the same figure (notebooks embed several)
+    small = visualize_heatmap(image, result, tmp_path / "small.png", dpi=50)
+    assert Image.open(small).size[0] * 2 == Image.open(out).size[0]
 
 
 def test_render_heatmap_options_change_the_picture() -> None:
