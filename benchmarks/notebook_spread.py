@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QUANTITIES: dict[str, dict[str, tuple[str, str]]] = {
     "01_teacher": {
         "teacher val AP (shipped)": ('metrics["ap"]', "> 0.9"),
+        "demo teacher val AP, last epoch": ('demo_history[-1]["val_ap"]', "> 0.65"),
+        "demo teacher val AP gain over untrained": ('demo_history[-1]["val_ap"] - ap_untrained', "> 0.15"),
     },
     "03_teacher_targets": {
         "teacher pixel AUC, spliced": ("float(np.mean(aucs))", "> 0.5"),
@@ -72,6 +74,9 @@ QUANTITIES: dict[str, dict[str, tuple[str, str]]] = {
         "student pixel AUC, coarse grid": ("coarse_auc", "> 0.5"),
         "student held-out AP": ('metrics["ap"]', "> 0.6"),
         "student held-out accuracy at 0.5": ("accuracy", "> 0.55"),
+    },
+    "06b_calibration_and_photographs": {
+        "calibration temperature": ("calibration.temperature", "> 0"),
         "generated minus control disc AUC": ("gap", "> 0.1 picks the sentence"),
         "raw minus calibrated AP": ("abs(raw_ap - cal_ap)", "< 1e-3"),
     },
@@ -97,6 +102,7 @@ NOTEBOOKS = [
     "04_single_stage_distillation",
     "05_two_stage_distillation",
     "06_heatmap_inspection",
+    "06b_calibration_and_photographs",
     "07_export_and_quantization",
     "08_robustness",
 ]
