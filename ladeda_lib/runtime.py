@@ -20,7 +20,7 @@ state_dict, an ``.onnx`` file (onnxruntime) or a ``.tflite`` file (LiteRT) — b
   ``calibrated = (logit − offset) / temperature``. Predictors apply it when the model carries one and say
   so otherwise.
 
-Introduced in notebooks 06 and 08.
+Introduced in notebooks 06 and 07.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def measure_latency_ms(fn: Callable[[], Any], runs: int = 30, warmup: int = 3, b
 
     On a shared machine a burst of outside load can slow a whole stretch of calls (measured: onnxruntime 7 ms
     instead of 2.3 ms in one of three identical runs); the quietest block's median is the closest to what the
-    backend itself costs, and equals the plain median when nothing interferes. Works behind notebook 08.
+    backend itself costs, and equals the plain median when nothing interferes. Works behind notebook 07.
     """
     return quietest_block_median(latency_samples_ms(fn, runs, warmup), blocks)
 
@@ -233,7 +233,7 @@ def stem_kernel(model: TinyLaDeDa, with_filter: bool = True) -> tuple[torch.Tens
     fixed 3×3 filter ("same" padding) a 5×5 kernel over the input padded by 1; with ``"raw"`` (or
     ``with_filter=False``: ``conv1`` · ``conv2`` · ``bn1`` alone, applied after the filter) a 3×3 kernel without
     padding. Returns ``(weight (8, 3, k, k), bias (8,), padding)``, computed in float64.
-    Works behind notebook 08.
+    Works behind notebook 07.
     """
     if isinstance(model.preprocess, FixedFilter) and with_filter:
         pre, size, padding = model.preprocess.kernel.double(), 5, 1
@@ -259,7 +259,7 @@ class FusedTinyLaDeDa(PatchDetector):
 
     Same outputs as the model it was built from (to about 1e-6 relative), (B, 3, H, W) → (B, 1, h, w) patch
     logits and (B, 1) image logits; the exported graph and the optimised PyTorch path both use it.
-    Works behind notebook 08.
+    Works behind notebook 07.
     """
 
     arch = "TinyLaDeDa"
@@ -659,7 +659,7 @@ def normalised_to_pixels(x: np.ndarray) -> np.ndarray:
 
     Inverts the shared normalisation (:data:`~ladeda_lib.geometry.INPUT_GEOMETRY`) and rounds to whole grey
     levels: exact for images that came from uint8, which is what the pixel-input int8 file expects
-    (:data:`PIXEL_INPUT_NAME`). Works behind notebook 08.
+    (:data:`PIXEL_INPUT_NAME`). Works behind notebook 07.
     """
     mean = np.asarray(INPUT_GEOMETRY.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(INPUT_GEOMETRY.std, np.float32).reshape(1, 3, 1, 1)

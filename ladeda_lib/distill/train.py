@@ -205,7 +205,7 @@ def prepare_student_run(
         clip=cfg.target_clip,
         labelled=labelled,
     )
-    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 09)
+    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 08)
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:

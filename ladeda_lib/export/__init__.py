@@ -13,7 +13,7 @@
 * :mod:`~ladeda_lib.export.chain` — :func:`export_model`, the whole chain (``ladeda export``)
 
 Heavy libraries (onnx, onnxruntime, onnx2tf/TensorFlow, LiteRT) are imported only when used.
-Introduced in notebook 08.
+Introduced in notebook 07.
 """
 
 from ladeda_lib.export.chain import QUANTIZATION_CHOICES, ExportResult, export_model, load_export_images

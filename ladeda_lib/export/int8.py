@@ -9,7 +9,7 @@ filter or raw input it converts the :class:`PixelInputStudent` (pixel input, zer
 pooling and head as one convolution, the head's weights on their grid, biases corrected for rounding) with and
 without channel equalization, and the factorised graph, and keeps the one closest to float on the calibration
 images. ``benchmarks/int8_study.py`` measures every piece, with a clamp (:func:`choose_clamp`), a float head and
-calibration alone beside them. Introduced in notebook 08.
+calibration alone beside them. Introduced in notebook 07.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def zero_sum_round(weight: torch.Tensor, zero_sum: bool = True) -> tuple[torch.T
         zero_sum: restore each (out, in) kernel's sum (in steps) after rounding.
     Returns:
         (integer taps (O, C, k, k) float64 in [-127, 127], scale (O,) float64); ``taps · scale`` is the
-        rounded kernel. Works behind notebook 08.
+        rounded kernel. Works behind notebook 07.
     """
     w = weight.detach().double()
     scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-30) / 127.0
@@ -268,7 +268,7 @@ class PixelInputStudent(nn.Module):
     * mean pooling ("all", the published files): ``logit = fc(mean of features)`` — the same number in float,
       and the int8 file never rounds the large patch-logit tensor on the way to the decision; top-K students
       pool the patch map.
-    Introduced in notebook 08.
+    Introduced in notebook 07.
     """
 
     def __init__(

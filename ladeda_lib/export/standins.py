@@ -12,7 +12,7 @@ hard to deploy is the *range* of their logits, which these stand-ins reproduce:
 
 Both have BatchNorm statistics measured on the given images and a "trained" head: the least-squares direction in
 mean-pooled feature space separating the two classes. Used by ``benchmarks/int8_study.py`` and the export tests.
-Introduced in notebook 08.
+Introduced in notebook 07.
 """
 
 from __future__ import annotations
