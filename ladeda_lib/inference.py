@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ladeda_lib.decode import prefetch
 from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry
 from ladeda_lib.models import PatchDetector, TopKPool
 from ladeda_lib.models.pooling import KSpec
@@ -228,13 +228,19 @@ class InferencePipeline:
             logits = self.pool_override(torch.from_numpy(patches)[:, None]).numpy().reshape(-1)
         return logits.astype(np.float32), patches
 
-    def _result(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
+    def verdict(self, probability: float) -> str:
+        """``"real"``, ``"fake"`` or ``"unsure"`` for a fake probability, by this pipeline's threshold and band."""
+        if self.unsure is not None and self.unsure[0] <= probability <= self.unsure[1]:
+            return "unsure"
+        return "fake" if probability >= self.threshold else "real"
+
+    def result_for(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
+        """The result dict (:data:`RESULT_KEYS`) of one image logit, its patch map (h, w) or None, and (W, H)."""
         probability = 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
-        unsure = self.unsure is not None and self.unsure[0] <= probability <= self.unsure[1]
-        is_fake = None if unsure else bool(probability >= self.threshold)
+        verdict = self.verdict(probability)
         return {
-            "is_fake": is_fake,
-            "verdict": "unsure" if unsure else ("fake" if is_fake else "real"),
+            "is_fake": None if verdict == "unsure" else verdict == "fake",
+            "verdict": verdict,
             "fake_probability": float(probability),
             "logit": float(logit),
             "threshold": self.threshold,
@@ -252,54 +258,67 @@ class InferencePipeline:
         """
         x, size = prepare_input(image)
         logits, patches = self.run_tensor(x[None])
-        return self._result(float(logits[0]), None if patches is None else patches[0], size)
+        return self.result_for(float(logits[0]), None if patches is None else patches[0], size)
 
     def predict_batch(
-        self, images: Iterable[ImageInput], batch_size: int | None = None, progress: bool = True
+        self,
+        images: Iterable[ImageInput],
+        batch_size: int | None = None,
+        progress: bool = True,
+        loader: Callable[[ImageInput], tuple[torch.Tensor, tuple[int, int]]] | None = None,
     ) -> list[dict[str, Any]]:
         """Score many images in batches; one row per input, in order.
 
         Each row holds the :data:`RESULT_KEYS` plus ``source`` (the path, or ``<Type #i>``) and ``error``
         (``None``, or the message of an input that could not be read — then the other keys are ``None``).
-        A bad input never aborts the batch. Images are decoded by ``num_workers`` threads while a tqdm bar
-        (``progress``) counts them.
+        A bad input never aborts the batch. Images are decoded by ``num_workers`` threads up to two batches ahead
+        of the model, so decoding overlaps with scoring, while a tqdm bar (``progress``) counts them.
+        ``loader`` turns one input into ``(x, (W, H))`` with ``x`` normalised (3, 256, 256) or uint8 (3, 256, 256);
+        default :func:`prepare_input` (``ladeda predict`` passes :func:`ladeda_lib.decode.load_uint8`).
         """
         from tqdm.auto import tqdm
+
+        from ladeda_lib.data import normalize_uint8
 
         images = list(images)
         batch_size = int(batch_size or self.batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         rows: list[dict[str, Any]] = [None] * len(images)  # type: ignore[list-item]
+        load_one = loader or prepare_input
 
         def load(index: int) -> tuple[int, torch.Tensor | None, tuple[int, int] | None, str | None]:
             try:
-                x, size = prepare_input(images[index])
-                return index, x, size, None
+                x, size = load_one(images[index])
+                return index, (normalize_uint8(x) if x.dtype == torch.uint8 else x), size, None
             except (ValueError, OSError, TypeError) as err:  # ImageLoadError is a ValueError
                 return index, None, None, f"{type(err).__name__}: {err}"
 
+        def score(loaded: list[tuple[int, torch.Tensor | None, tuple[int, int] | None, str | None]]) -> None:
+            good = [item for item in loaded if item[3] is None]
+            for index, _, _, error in loaded:
+                if error is not None:
+                    rows[index] = dict.fromkeys(RESULT_KEYS) | {"source": _describe(images[index], index)}
+                    rows[index]["error"] = error
+            if good:
+                logits, patches = self.run_tensor(torch.stack([item[1] for item in good]))
+                for k, (index, _, size, _) in enumerate(good):
+                    row = self.result_for(float(logits[k]), None if patches is None else patches[k], size)
+                    rows[index] = row | {"source": _describe(images[index], index), "error": None}
+            bar.update(len(loaded))
+
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
-        pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 1 else None
         try:
-            for start in range(0, len(images), batch_size):
-                indices = range(start, min(start + batch_size, len(images)))
-                loaded = list(pool.map(load, indices)) if pool is not None else [load(i) for i in indices]
-                good = [item for item in loaded if item[3] is None]
-                for index, _, _, error in loaded:
-                    if error is not None:
-                        rows[index] = dict.fromkeys(RESULT_KEYS) | {"source": _describe(images[index], index)}
-                        rows[index]["error"] = error
-                if good:
-                    logits, patches = self.run_tensor(torch.stack([item[1] for item in good]))
-                    for k, (index, _, size, _) in enumerate(good):
-                        row = self._result(float(logits[k]), None if patches is None else patches[k], size)
-                        rows[index] = row | {"source": _describe(images[index], index), "error": None}
-                bar.update(len(loaded))
+            loaded: list[Any] = []
+            for item in prefetch(load, range(len(images)), self.num_workers, ahead=2 * batch_size):
+                loaded.append(item)
+                if len(loaded) == batch_size:
+                    score(loaded)
+                    loaded = []
+            if loaded:
+                score(loaded)
         finally:
             bar.close()
-            if pool is not None:
-                pool.shutdown()
         return rows
 
     def predict_folder(
