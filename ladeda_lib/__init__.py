@@ -10,6 +10,8 @@ The folder layout is the table of contents:
 * ``evaluation``    — metrics per split and platform, heatmap localisation
 * ``inference``     — one API for PyTorch, ONNX and TFLite models, patch heatmaps
 * ``viz``           — heatmap figures and the ipywidgets explorer
+* ``decode``        — decoding that keeps up with the model: integer bicubic, JPEG draft mode, decoding ahead
+* ``video``         — video files and streams: threaded decoding, score tracks, fake segments, overlays
 * ``export``        — ONNX, TFLite (onnx2tf), quantization and verification
 * ``pipeline``      — the whole path in one command
 * ``runtime``       — one way to run a model file in every format, latency, the optimised PyTorch path
@@ -19,7 +21,8 @@ The folder layout is the table of contents:
 * ``registry``      — every weights file the project knows: shipped, published layouts
 * ``distributed``   — torchrun / DistributedDataParallel helpers
 * ``paths``         — where data, weights and runs live; paths printed relative to the project
-* ``cli``           — the ``ladeda`` command (``inference_cli``: ``ladeda predict``)
+* ``cli``           — the ``ladeda`` command (``inference_cli``: ``ladeda predict`` and ``watch``; ``video_cli``:
+  their video options)
 """
 
 __version__ = "0.1.0"

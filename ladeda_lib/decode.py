@@ -61,6 +61,8 @@ def resize_uint8(rgb: np.ndarray, method: str = "fast", geometry: InputGeometry 
     array = np.asarray(rgb)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"the fast resize takes an RGB uint8 array (H, W, 3), got {array.dtype} {array.shape}")
+    if not array.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants memory it may write
+        array = array.copy()
     x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     size = [geometry.image_size, geometry.image_size]
     if list(x.shape[-2:]) == size:
