@@ -75,7 +75,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not pipe.calibrated:
         print(f"ladeda predict: note: {args.model}: {pipe.calibration_note}", file=sys.stderr)
     files, videos, errors = _expand_inputs(args.inputs)
-    loader = functools.partial(load_uint8, method="fast" if args.resize == "scaler" else args.resize, draft=args.draft)
+    still = {None: "exact", "scaler": "fast"}.get(args.resize, args.resize)  # the scaler exists for video frames
+    loader = functools.partial(load_uint8, method=still, draft=args.draft)
     rows = pipe.predict_batch(files, progress=sys.stderr.isatty(), loader=loader) if files else []
     rows += errors
     clips = predict_videos(pipe, videos, args) if videos or args.overlay or args.frames_out else []
@@ -162,9 +163,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resize",
         choices=VIDEO_RESIZE,
-        default="fast",
-        help="how images and frames reach 256x256: fast (integer bicubic, default), exact (the float reference), "
-        "scaler (videos: swscale in YUV; measured less exact, see docs/benchmarks.md)",
+        default=None,
+        help="how images and frames reach 256x256: exact (the float reference; default for images), fast (the same "
+        "bicubic on uint8, about 20x faster; default for videos), scaler (videos: swscale in YUV, less exact); "
+        "measured in docs/benchmarks.md",
     )
     p.add_argument("--draft", action="store_true", help="JPEG draft mode: DCT-domain downscale before the resize")
     add_video_arguments(p)

@@ -70,7 +70,7 @@ def predict_videos(pipe: Any, videos: list[Path], args: argparse.Namespace) -> l
                 path,
                 every=args.every,
                 fps=args.fps,
-                resize=args.resize,
+                resize=args.resize or "fast",
                 smooth=args.smooth,
                 min_segment=args.min_segment,
                 batch_size=args.batch_size,
