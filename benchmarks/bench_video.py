@@ -40,11 +40,12 @@ import torch
 from PIL import Image
 
 from ladeda_lib.data import normalize_uint8, resize_to_uint8
+from ladeda_lib.data.clips import photo_pan_frames, write_video
 from ladeda_lib.decode import load_uint8, resize_uint8
 from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.registry import get_entry
 from ladeda_lib.runtime import load_predictor
-from ladeda_lib.video import convert_frame, score_video
+from ladeda_lib.video import convert_frame, score_video, stage_times
 
 CLIPS = {"720p": (1280, 720, 5_000_000), "1080p": (1920, 1080, 8_000_000)}
 
@@ -65,31 +66,9 @@ def photographs() -> dict[str, np.ndarray]:
     return photos
 
 
-def _canvas(width: int, height: int) -> np.ndarray:
-    photos = photographs()
-    tiles = [
-        np.asarray(Image.fromarray(photos[n]).resize((width // 2 + 64, height // 2 + 64), Image.BICUBIC))
-        for n in ("astronaut", "chelsea", "coffee", "rocket")
-    ]
-    return np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0).astype(np.float32)
-
-
 def make_clip(path: Path, width: int, height: int, bitrate: int, seconds: float = 5.0, fps: int = 30) -> Path:
-    """The benchmark clip: a slow pan over four photographs, fresh noise (σ 3 grey levels) every frame."""
-    canvas, rng, n = _canvas(width, height), np.random.default_rng(0), int(seconds * fps)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = width, height, "yuv420p", bitrate
-        stream.options = {"preset": "veryfast"}
-        for i in range(n):
-            y, x = i // 3, (i * 120) // n
-            frame = canvas[y : y + height, x : x + width] + rng.normal(0, 3.0, (height, width, 1)).astype(np.float32)
-            image = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
-            for packet in stream.encode(image):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    """The benchmark clip (:func:`ladeda_lib.data.clips.photo_pan_frames`) at ``bitrate`` bits/s."""
+    return write_video(path, photo_pan_frames(width, height, seconds, fps), fps=fps, bitrate=bitrate)
 
 
 def naive_fps(path: Path, predictor: Any, resize: Callable[[np.ndarray], torch.Tensor]) -> tuple[float, int]:
@@ -106,41 +85,6 @@ def naive_fps(path: Path, predictor: Any, resize: Callable[[np.ndarray], torch.T
 def pil_bicubic(rgb: np.ndarray) -> torch.Tensor:
     small = Image.fromarray(rgb).resize((256, 256), Image.BICUBIC)
     return torch.from_numpy(np.array(small)).permute(2, 0, 1)
-
-
-def profile(path: Path, predictor: Any, frames: int = 40) -> dict[str, float]:
-    """Milliseconds per frame of each stage, measured alone: decode (threaded), RGB conversion, resizes, model."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        started = time.perf_counter()
-        decoded = [f for _, f in zip(range(frames), container.decode(stream), strict=False)]
-        decode_ms = (time.perf_counter() - started) * 1000 / len(decoded)
-
-    def per_frame(fn: Callable[[Any], Any]) -> float:
-        started = time.perf_counter()
-        for f in decoded:
-            fn(f)
-        return (time.perf_counter() - started) * 1000 / len(decoded)
-
-    rgb = [f.to_ndarray(format="rgb24") for f in decoded[:10]]
-    x = normalize_uint8(resize_uint8(rgb[0])[None])
-
-    def each(fn: Callable[[np.ndarray], Any]) -> float:
-        started = time.perf_counter()
-        for a in rgb:
-            fn(a)
-        return (time.perf_counter() - started) * 1000 / len(rgb)
-
-    return {
-        "decode (FFmpeg threads)": decode_ms,
-        "YUV → full RGB": per_frame(lambda f: f.to_ndarray(format="rgb24")),
-        "swscale to 256 in YUV (scaler)": per_frame(lambda f: convert_frame(f, "scaler")),
-        "integer bicubic to 256 (fast)": each(resize_uint8),
-        "PIL bicubic to 256": each(pil_bicubic),
-        "float bicubic to 256 (reference)": each(resize_to_uint8),
-        "model (TFLite float32, batch 1)": each(lambda _: predictor(x)),
-    }
 
 
 def bench_clips(work: Path, model: Path, seconds: float, threads: int) -> dict[str, Any]:
@@ -161,7 +105,7 @@ def bench_clips(work: Path, model: Path, seconds: float, threads: int) -> dict[s
             "frames": len(report.rows),
             "mbit_per_s": mbit,
             "fps": {k: max(v) for k, v in runs.items()},
-            "profile": profile(path, predictor),
+            "profile": stage_times(path, pipe),
         }
     return out
 
@@ -169,11 +113,8 @@ def bench_clips(work: Path, model: Path, seconds: float, threads: int) -> dict[s
 def bench_stills(work: Path, model: Path, n_images: int, threads: int) -> dict[str, Any]:
     folder = work / "jpegs"
     folder.mkdir()
-    canvas, rng = _canvas(1920, 1080), np.random.default_rng(1)
-    for i in range(n_images):
-        y, x = int(rng.integers(0, 64)), int(rng.integers(0, 128))
-        crop = canvas[y : y + 1080, x : x + 1920] + rng.normal(0, 3.0, (1080, 1920, 1)).astype(np.float32)
-        Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(folder / f"img_{i:03d}.jpg", quality=90)
+    for i, frame in enumerate(photo_pan_frames(seconds=n_images / 30, seed=1)):
+        Image.fromarray(frame).save(folder / f"img_{i:03d}.jpg", quality=90)
     files = sorted(folder.glob("*.jpg"))
     pipe = InferencePipeline(model, threads=threads)
     loaders = {

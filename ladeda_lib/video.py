@@ -513,6 +513,46 @@ def score_video(
     )
 
 
+def stage_times(source: str | os.PathLike, pipe: Any, frames: int = 30) -> dict[str, float]:
+    """Milliseconds per frame of each stage of the video path, each measured on its own over the first ``frames``
+    frames: decoding (FFmpeg threads), YUV → full RGB, the three resizes to 256×256 and the model (batch 1).
+
+    The reference resize is timed on a quarter of the frames (it is the slow one). Introduced in notebook 10.
+    """
+    from PIL import Image
+
+    from ladeda_lib.data import resize_to_uint8
+
+    container = open_video(source)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        started = time.perf_counter()
+        decoded = [frame for _, frame in zip(range(frames), container.decode(stream), strict=False)]
+        decode_ms = (time.perf_counter() - started) * 1000 / max(1, len(decoded))
+    finally:
+        container.close()
+
+    def per_frame(fn: Callable[[Any], Any], items: list[Any]) -> float:
+        started = time.perf_counter()
+        for item in items:
+            fn(item)
+        return (time.perf_counter() - started) * 1000 / max(1, len(items))
+
+    rgb = [frame.to_ndarray(format="rgb24") for frame in decoded]
+    x = normalize_uint8(resize_uint8(rgb[0])[None])
+    side = INPUT_GEOMETRY.image_size
+    return {
+        "decode (FFmpeg threads)": decode_ms,
+        "YUV → full RGB": per_frame(lambda f: f.to_ndarray(format="rgb24"), decoded),
+        "swscale to 256 in YUV (scaler)": per_frame(lambda f: convert_frame(f, "scaler"), decoded),
+        "integer bicubic (fast)": per_frame(resize_uint8, rgb),
+        "PIL bicubic": per_frame(lambda a: Image.fromarray(a).resize((side, side), Image.BICUBIC), rgb),
+        "float bicubic (reference)": per_frame(resize_to_uint8, rgb[: max(1, len(rgb) // 4)]),
+        "model": per_frame(lambda _: pipe.run_tensor(x), rgb),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------
 # Writing results: whole files or nothing
 # ----------------------------------------------------------------------------------------------------

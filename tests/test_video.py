@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from ladeda_lib.data.clips import toy_clip_frames, write_video
 from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.registry import get_entry
 from ladeda_lib.video import (
@@ -27,21 +28,6 @@ from ladeda_lib.video import (
 FPS = 25
 
 
-def encode(path: Path, frames: list[np.ndarray], fps: int = FPS, options: dict[str, str] | None = None) -> Path:
-    """Encode RGB frames (H, W, 3) uint8 with libx264 (yuv420p) into ``path`` (container from the suffix)."""
-    with av.open(str(path), "w", options=options or {}) as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def noise_frames(n: int, size: tuple[int, int] = (64, 96), seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
@@ -50,7 +36,7 @@ def noise_frames(n: int, size: tuple[int, int] = (64, 96), seed: int = 0) -> lis
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 noisy 96×64 frames at 25 frames/s (1.2 s) in an MKV."""
-    return encode(tmp_path_factory.mktemp("clip") / "noise.mkv", noise_frames(30))
+    return write_video(tmp_path_factory.mktemp("clip") / "noise.mkv", noise_frames(30))
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +46,9 @@ def pipe() -> InferencePipeline:
 
 @pytest.fixture(scope="module")
 def toy_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3 s pan over a toy photograph whose frames from 1.0 s to 2.0 s come from the generated image of the same
-    scene (the toy generator's traces), 256×256 at 10 frames/s."""
-    from ladeda_lib.data.toy import ToyConfig, render_toy_image
-
-    cfg = ToyConfig(min_side=320, max_side=320)
-    real, fake = render_toy_image(1, 0, cfg=cfg).image, render_toy_image(1, 1, cfg=cfg).image
-    frames = [np.ascontiguousarray((fake if 10 <= i < 20 else real)[32:288, 2 * i : 2 * i + 256]) for i in range(30)]
-    return encode(tmp_path_factory.mktemp("toy") / "toy.mp4", frames, fps=10)
+    """A 3 s pan over toy scene 0 at 10 frames/s whose frames from 1.0 s to 2.0 s are generated."""
+    frames = toy_clip_frames(0, seconds=3, fps=10, fake_start=1.0, fake_end=2.0)
+    return write_video(tmp_path_factory.mktemp("toy") / "toy.mp4", frames, fps=10)
 
 
 # -- sampling and timestamps ----------------------------------------------------------------------------
@@ -128,7 +109,7 @@ def test_score_video_finds_the_generated_frames(pipe: InferencePipeline, toy_cli
     report = score_video(pipe, toy_clip, smooth=0.5, min_segment=0.3)
     assert len(report.rows) == 30 and report.decoded == 30 and report.truncated is None
     ((start, end),) = report.segments
-    # generated frames 1.0-2.0 s; measured: boundaries 1.0 and 2.0, real frames p <= 0.41, generated >= 0.73
+    # generated frames 1.0-2.0 s; measured: boundaries 1.0 and 2.0, real frames p <= 0.41, generated >= 0.81
     assert abs(start - 1.0) <= 0.2 and abs(end - 2.0) <= 0.2, report.segments
     assert report.verdict == "fake"
     summary = report.summary()
@@ -163,7 +144,7 @@ def test_frame_rows_are_written_whole_as_csv_or_jsonl(tmp_path: Path) -> None:
 
 # -- bad input --------------------------------------------------------------------------------------------
 def test_truncated_video_is_scored_up_to_the_cut_and_reported(pipe: InferencePipeline, tmp_path: Path) -> None:
-    whole = encode(tmp_path / "whole.mkv", noise_frames(50, seed=1))
+    whole = write_video(tmp_path / "whole.mkv", noise_frames(50, seed=1))
     cut = tmp_path / "cut.mkv"
     data = whole.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
@@ -200,3 +181,13 @@ def test_watch_a_file_as_a_stream_counts_what_it_drops(pipe: InferencePipeline, 
     assert all(u["verdict"] in ("real", "fake") for u in updates)
     assert [u["time"] for u in updates] == sorted(u["time"] for u in updates)
     assert len(list(watch(pipe, str(clip), max_frames=3))) == 3
+
+
+# -- generated clips ----------------------------------------------------------------------------------------
+def test_toy_clip_frames_switch_to_the_generated_image_inside_the_segment() -> None:
+    frames = list(toy_clip_frames(0, seconds=1.0, fps=10, fake_start=0.4, fake_end=0.7))
+    assert len(frames) == 10 and frames[0].shape == (256, 256, 3) and frames[0].dtype == np.uint8
+    assert np.array_equal(frames[1][:, :-1], frames[0][:, 1:])  # the window pans one pixel per frame
+    assert not np.array_equal(frames[4][:, :-1], frames[3][:, 1:])  # frame 4 (0.4 s) is the generated image
+    assert np.array_equal(frames[5][:, :-1], frames[4][:, 1:])
+    assert not np.array_equal(frames[7][:, :-1], frames[6][:, 1:])  # back to the photograph at 0.7 s

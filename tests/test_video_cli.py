@@ -9,9 +9,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from test_video import encode, noise_frames
+from test_video import noise_frames
 
 from ladeda_lib.cli import main
+from ladeda_lib.data.clips import write_video
 from ladeda_lib.registry import get_entry
 
 MODEL = str(get_entry("toy-student-augmented").path)
@@ -20,7 +21,7 @@ MODEL = str(get_entry("toy-student-augmented").path)
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clips")
-    whole = encode(root / "whole.mkv", noise_frames(40, seed=2))
+    whole = write_video(root / "whole.mkv", noise_frames(40, seed=2))
     data = whole.read_bytes()
     (root / "cut.mkv").write_bytes(data[: int(len(data) * 0.5)])
     (root / "garbage.mp4").write_bytes(b"not a video at all" * 200)
