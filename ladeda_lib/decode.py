@@ -85,7 +85,7 @@ def load_uint8(
 
     ``draft`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (the largest reduction that keeps both sides ≥ S)
     before the resize; the reported size is still the full image's. Errors as :func:`ladeda_lib.data.load_image`.
-    Introduced in notebook 10.
+    Works behind notebook 10.
     """
     if not draft:
         pil = load_image(path)

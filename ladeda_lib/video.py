@@ -78,7 +78,7 @@ class FrameSampler:
 
     With ``fps`` a frame is taken when its time reaches the next slot of a grid of ``1 / fps`` seconds, so a
     30 frames/s clip sampled at 10 gives frames 0, 3, 6, …, and a variable-rate clip gets one frame per slot.
-    Introduced in notebook 10.
+    Works behind notebook 10.
     """
 
     def __init__(self, every: int = 1, fps: float | None = None) -> None:
@@ -251,7 +251,7 @@ class FrameReader:
     ``for frame in FrameReader("clip.mp4", FrameSampler(every=2)): …`` yields :class:`DecodedFrame` in order;
     a bounded queue (``queue_size``) keeps the decoder at most that far ahead. After the iteration
     :attr:`decoded` is the number of frames decoded and :attr:`truncated` the truncation note or None.
-    Raises :class:`VideoError` when the source cannot be opened. Introduced in notebook 10.
+    Raises :class:`VideoError` when the source cannot be opened. Works behind notebook 10.
     """
 
     def __init__(
@@ -563,7 +563,7 @@ def _partial_path(path: Path) -> Path:
 def write_frame_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
     """Write per-frame rows (with a ``file`` column first) as JSON lines (``.jsonl``) or CSV (``.csv``).
 
-    Written to a temporary file and renamed, so a reader never sees half a file. Introduced in notebook 10.
+    Written to a temporary file and renamed, so a reader never sees half a file. Works behind notebook 10.
     """
     out = Path(path)
     suffix = out.suffix.lower()
@@ -727,7 +727,7 @@ class LiveReader:
     """Decode a stream in a thread and keep only the newest frame: :meth:`latest` returns it (or waits for one).
 
     A frame replaced before anyone took it is counted in :attr:`dropped`. ``realtime`` paces a *file* at its
-    own frame rate, as a camera would deliver it (a live source needs no pacing). Introduced in notebook 10.
+    own frame rate, as a camera would deliver it (a live source needs no pacing). Works behind notebook 10.
     """
 
     def __init__(self, source: str, resize: str = "fast", realtime: bool = False) -> None:
