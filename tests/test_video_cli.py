@@ -103,3 +103,15 @@ def test_watch_a_file_opened_as_a_stream(clips, capsys) -> None:
     assert "frames scored" in err and "dropped" in err
     assert main(["watch", str(clips["garbage"]), "--model", MODEL]) == 1
     assert "cannot open as a video" in capsys.readouterr().err
+
+
+def test_stills_keep_the_reference_resize_unless_asked(clips, capsys) -> None:
+    def probability(*extra: str) -> float:
+        assert main(["predict", str(clips["still"]), "--model", MODEL, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["fake_probability"]
+
+    from ladeda_lib.inference import InferencePipeline
+
+    reference = InferencePipeline(MODEL).predict(clips["still"])["fake_probability"]
+    assert probability() == pytest.approx(reference, abs=1e-6)  # the default is the reference path
+    assert probability("--resize", "fast", "--draft") == pytest.approx(reference, abs=0.05)
