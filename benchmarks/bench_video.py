@@ -134,6 +134,36 @@ def bench_stills(work: Path, model: Path, n_images: int, threads: int) -> dict[s
         "images": n_images,
         "decode_threads": pipe.num_workers,
         "images_per_s": {k: max(v) for k, v in rates.items()},
+        "profile": still_stages(files[0], pipe),
+    }
+
+
+def still_stages(path: Path, pipe: InferencePipeline, repeats: int = 8) -> dict[str, float]:
+    """Milliseconds per 1080p JPEG of each stage, one thread, each measured alone."""
+    from ladeda_lib.data import load_image
+
+    def ms(fn: Callable[[], Any]) -> float:
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) * 1000 / repeats
+
+    def drafted() -> Image.Image:
+        with Image.open(path) as img:
+            img.draft("RGB", (256, 256))
+            img.load()
+            return img.copy()
+
+    rgb = np.asarray(load_image(path))
+    x = normalize_uint8(resize_uint8(rgb)[None])
+    small = drafted()
+    return {
+        "JPEG decode, full size": ms(lambda: load_image(path)),
+        f"JPEG decode, draft ({small.width}×{small.height})": ms(drafted),
+        "integer bicubic (fast)": ms(lambda: resize_uint8(rgb)),
+        "float bicubic (reference)": ms(lambda: resize_to_uint8(rgb)),
+        "model": ms(lambda: pipe.run_tensor(x)),
     }
 
 
@@ -279,6 +309,10 @@ def markdown_section(results: dict[str, Any]) -> str:
         "| loader | images/s |",
         "|---|---:|",
         *(f"| {k} | {v:.0f} |" for k, v in s["images_per_s"].items()),
+        "",
+        "Per 1080p JPEG, one thread, each stage alone (ms): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in s["profile"].items())
+        + ".",
         "",
         f"Parity against the reference resize (the shared input geometry) on {results['parity']['images']} images "
         f"(photographs at their own size and as 720p / 1080p frames, toy images; draft rows: the "
