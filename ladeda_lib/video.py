@@ -459,7 +459,8 @@ def score_video(
     time. Each row holds :data:`FRAME_KEYS` (``verdict`` with the pipeline's threshold and unsure band). The
     fake segments are the runs of the smoothed track (:func:`smooth_track` over ``smooth`` seconds) at or above
     the threshold — the unsure band's upper edge when one is set — lasting at least ``min_segment`` seconds.
-    Raises :class:`VideoError` for a file that cannot be opened; a truncated file is scored up to the cut.
+    The clip's verdict is ``"fake"`` when there is such a segment, else ``"unsure"`` when the smoothed score ever
+    reaches the unsure band, else ``"real"``. Raises :class:`VideoError` for a file that cannot be opened; a truncated file is scored up to the cut.
     Introduced in notebook 10.
     """
     started = time.perf_counter()
