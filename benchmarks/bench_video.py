@@ -9,8 +9,8 @@ does to the scores.
    student (the shipped augmented student, exported here). Three paths, interleaved, best of two rounds each:
    *fast* (:func:`ladeda_lib.video.score_video`: FFmpeg frame threads, a decoder thread converting to RGB and
    resizing with the integer bicubic, batches to the model), *naive* (decode → full RGB → PIL bicubic → model,
-   one frame at a time, as a first script would) and *reference* (the project's image path per frame,
-   ``InferencePipeline.predict(rgb)``: the float resize of the shared geometry). A per-frame profile says where
+   one frame at a time, as a first script would) and *reference* (the same loop with the float resize of the
+   shared geometry, ``resize_to_uint8``, which the project's image path uses). A per-frame profile says where
    the time goes.
 2. **Stills**: a folder of 1080p JPEGs (crops of the same photographs, quality 90) through
    ``InferencePipeline.predict_batch``: today's default loader (decode + float resize), the fast loader
@@ -44,7 +44,6 @@ from ladeda_lib.data.clips import photo_pan_frames, write_video
 from ladeda_lib.decode import load_uint8, resize_uint8
 from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.registry import get_entry
-from ladeda_lib.runtime import load_predictor
 from ladeda_lib.video import convert_frame, score_video, stage_times
 
 CLIPS = {"720p": (1280, 720, 5_000_000), "1080p": (1920, 1080, 8_000_000)}
@@ -71,13 +70,13 @@ def make_clip(path: Path, width: int, height: int, bitrate: int, seconds: float 
     return write_video(path, photo_pan_frames(width, height, seconds, fps), fps=fps, bitrate=bitrate)
 
 
-def naive_fps(path: Path, predictor: Any, resize: Callable[[np.ndarray], torch.Tensor]) -> tuple[float, int]:
+def naive_fps(path: Path, pipe: InferencePipeline, resize: Callable[[np.ndarray], torch.Tensor]) -> tuple[float, int]:
     """Decode → full RGB → ``resize`` → model, one frame at a time, in one thread of Python."""
     started, n = time.perf_counter(), 0
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             x = normalize_uint8(resize(frame.to_ndarray(format="rgb24"))[None])
-            predictor(x)
+            pipe.run_tensor(x)
             n += 1
     return n / (time.perf_counter() - started), n
 
@@ -88,7 +87,6 @@ def pil_bicubic(rgb: np.ndarray) -> torch.Tensor:
 
 
 def bench_clips(work: Path, model: Path, seconds: float, threads: int) -> dict[str, Any]:
-    predictor = load_predictor(model, threads=threads)
     pipe = InferencePipeline(model, threads=threads)
     out: dict[str, Any] = {}
     for name, (width, height, bitrate) in CLIPS.items():
@@ -98,8 +96,8 @@ def bench_clips(work: Path, model: Path, seconds: float, threads: int) -> dict[s
         for _ in range(2):  # interleaved rounds: a busy moment slows every path alike
             report = score_video(pipe, path)
             runs["fast"].append(len(report.rows) / report.seconds)
-            runs["naive (PIL bicubic)"].append(naive_fps(path, predictor, pil_bicubic)[0])
-            runs["reference (project image path)"].append(naive_fps(path, predictor, resize_to_uint8)[0])
+            runs["naive (PIL bicubic)"].append(naive_fps(path, pipe, pil_bicubic)[0])
+            runs["reference (project image path)"].append(naive_fps(path, pipe, resize_to_uint8)[0])
         out[name] = {
             "size": f"{width}×{height}",
             "frames": len(report.rows),
@@ -168,14 +166,14 @@ def still_stages(path: Path, pipe: InferencePipeline, repeats: int = 8) -> dict[
 
 
 def _score(predictors: dict[str, Any], batch: torch.Tensor) -> dict[str, np.ndarray]:
-    return {name: p(normalize_uint8(batch))[0].reshape(-1) for name, p in predictors.items()}
+    return {name: p.run_tensor(normalize_uint8(batch))[0] for name, p in predictors.items()}
 
 
 def bench_parity(work: Path, toy_root: Path | None) -> dict[str, Any]:
     """Logit differences and decision changes of each shortcut against the reference resize."""
     from ladeda_lib.data.toy import render_toy_image
 
-    predictors = {n: load_predictor(get_entry(n).path) for n in ("toy-student-plain", "toy-student-augmented")}
+    predictors = {n: InferencePipeline(get_entry(n).path) for n in ("toy-student-plain", "toy-student-augmented")}
     images = dict(photographs())
     for name, photo in list(images.items()):
         for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):

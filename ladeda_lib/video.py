@@ -609,23 +609,22 @@ def overlay_frame(
     """One overlay frame: the patch heatmap blended into ``rgb`` (H, W, 3) uint8 and a score bar on top.
 
     The patch map is placed on the 256×256 model grid by the receptive-field geometry
-    (:func:`ladeda_lib.geometry.upsample_patch_map`), shown as patch fake-probabilities through ``lut`` (a
-    (256, 3) colour table) and stretched to the frame like the resize that made the model input. The bar shows
+    (:func:`ladeda_lib.viz.place_heatmap`; ``geometry`` None: the default student's or teacher's for that grid),
+    shown as patch fake-probabilities through ``lut`` (a (256, 3) colour table) and stretched to the frame like
+    the resize that made the model input. The bar shows
     ``label`` and a gauge of ``score`` with a tick at ``threshold``. Returns a new (H, W, 3) uint8 array.
     """
     from PIL import Image, ImageDraw
 
-    from ladeda_lib.geometry import upsample_patch_map
-    from ladeda_lib.runtime import geometry_for_grid
+    from ladeda_lib.viz import place_heatmap
 
     height, width = rgb.shape[:2]
     out = rgb
     if patch_logits is not None:
         lut = _colormap_lut("inferno") if lut is None else lut
-        patch = torch.as_tensor(np.asarray(patch_logits, dtype=np.float32))
         side = INPUT_GEOMETRY.image_size
-        placed = upsample_patch_map(patch, geometry or geometry_for_grid(int(patch.shape[-1])), side)
-        index = (torch.sigmoid(placed.clamp(-60, 60)) * 255).round().to(torch.uint8).numpy()
+        placed = place_heatmap(patch_logits, (side, side), geometry)  # (256, 256) patch fake-probabilities
+        index = np.round(placed * 255).astype(np.uint8)
         colour = Image.fromarray(lut[index]).resize((width, height), Image.BILINEAR)
         blend = rgb.astype(np.float32) * (1 - alpha) + np.asarray(colour, np.float32) * alpha
         out = np.clip(blend.round(), 0, 255).astype(np.uint8)

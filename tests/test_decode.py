@@ -14,8 +14,8 @@ from PIL import Image
 from ladeda_lib.data import normalize_uint8, resize_to_uint8
 from ladeda_lib.data.toy import render_toy_image
 from ladeda_lib.decode import load_uint8, prefetch, resize_uint8
+from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.registry import get_entry
-from ladeda_lib.runtime import load_predictor
 from ladeda_lib.video import convert_frame
 
 
@@ -33,12 +33,13 @@ def images() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def students() -> dict[str, object]:
     return {
-        name: load_predictor(get_entry(name).path, threads=1) for name in ("toy-student-plain", "toy-student-augmented")
+        name: InferencePipeline(get_entry(name).path, threads=1)
+        for name in ("toy-student-plain", "toy-student-augmented")
     }
 
 
-def _logits(predictor, batch: torch.Tensor) -> np.ndarray:
-    return predictor(normalize_uint8(batch))[0].reshape(-1)
+def _logits(pipe: InferencePipeline, batch: torch.Tensor) -> np.ndarray:
+    return pipe.run_tensor(normalize_uint8(batch))[0]
 
 
 def test_fast_resize_is_the_reference_kernel_within_a_few_grey_levels(images, students) -> None:
