@@ -42,6 +42,12 @@ FIELD_HELP = {
     "alpha_task": "weight of the image BCE term",
     "preprocess": "the student's fixed input filter (right_diag, left_diag, x_grad, y_grad, npr, raw)",
     "calibrate": "refit the decision offset (fc.bias) on the training images after training",
+    "targets": "what the MSE term compares with: 'consistent' = the teacher's maps of the same augmented batch the "
+    "student sees, computed on the fly; 'cached' = its maps of the clean images, computed once; 'auto' = "
+    "consistent when --augment is on, else cached",
+    "schedule": "learning-rate schedule: constant, cosine, or warmup_cosine (linear warm-up over "
+    "--lr-warmup-epochs, then cosine decay to zero, set every step)",
+    "lr_warmup_epochs": "warmup_cosine only: epochs of linear learning-rate warm-up",
     "epochs_s1": "stage 1 epochs (fc only)",
     "epochs_s2": "stage 2 epochs (layer1 + fc)",
     "warmup_epochs": "epochs of the single-stage warm-up when there is no student to start from",

@@ -9,7 +9,9 @@ leaves on disk and reads ``resume.pt`` back.
 
 * **Stages** — each stage names the submodules it keeps frozen (no gradient, and *eval mode*, so a frozen
   BatchNorm keeps its running statistics), its learning rate and its scheduler (``"plateau"`` =
-  ReduceLROnPlateau on the validation loss, ``"cosine"`` = CosineAnnealingLR over the stage). Adam always.
+  ReduceLROnPlateau on the validation loss, ``"cosine"`` = CosineAnnealingLR over the stage,
+  ``"warmup_cosine"`` = a linear warm-up over ``warmup_epochs``, then a cosine decay to zero, set at every
+  optimizer step by :func:`warmup_cosine_lr`). Adam always.
 * **Determinism** — the batch order comes from one ``torch.Generator`` seeded with ``seed``; on CPU the
   same seed gives bit-identical weights.
 * **Files** (``output/``) — ``<prefix>epoch_NNN.pt`` after every epoch, ``<name>_best.pt`` (highest
@@ -70,7 +72,8 @@ class Stage:
     epochs: int
     lr: float
     frozen: tuple[str, ...] = ()
-    scheduler: str | None = None  # None, "plateau" or "cosine"
+    scheduler: str | None = None  # None, "plateau", "cosine" or "warmup_cosine"
+    warmup_epochs: float = 0.0  # "warmup_cosine" only: epochs of linear warm-up (fractions allowed)
     weight_decay: float = 0.0
     plateau_factor: float = 0.5
     plateau_patience: int = 1
@@ -187,8 +190,26 @@ def bn_momentum(model: nn.Module, frozen: tuple[str, ...], momentum: float | Non
             model.get_submodule(name).momentum = value
 
 
+def warmup_cosine_lr(stage: Stage, epoch: int, steps_per_epoch: int, step: int) -> float:
+    """The learning rate of optimizer step ``step`` of epoch ``epoch`` (both from 0) under ``"warmup_cosine"``.
+
+    With ``t = epoch + step / steps_per_epoch`` epochs done before the step and ``w = stage.warmup_epochs``:
+    ``lr · (t + 1/steps_per_epoch) / w`` while that is below ``lr`` (a linear ramp whose first step is not
+    zero), then ``lr · ½(1 + cos(π (t − w) / (epochs − w)))`` (down to zero at the end of the stage). A pure
+    function of the position, so a resumed run sets exactly the rates an uninterrupted one would.
+    """
+    steps = max(1, int(steps_per_epoch))
+    t = epoch + step / steps
+    w = max(0.0, float(stage.warmup_epochs))
+    if w > 0 and t + 1 / steps < w:
+        return stage.lr * (t + 1 / steps) / w
+    span = max(stage.epochs - w, 1e-9)
+    progress = min(1.0, max(0.0, (t - w) / span))
+    return stage.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _make_scheduler(stage: Stage, optimizer: torch.optim.Optimizer):
-    if stage.scheduler is None:
+    if stage.scheduler is None or stage.scheduler == "warmup_cosine":  # the latter is set per step in run_epoch
         return None
     if stage.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -196,7 +217,7 @@ def _make_scheduler(stage: Stage, optimizer: torch.optim.Optimizer):
         )
     if stage.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, stage.epochs))
-    raise ValueError(f"unknown scheduler {stage.scheduler!r}; expected None, 'plateau' or 'cosine'")
+    raise ValueError(f"unknown scheduler {stage.scheduler!r}; expected None, 'plateau', 'cosine' or 'warmup_cosine'")
 
 
 def _finite(value: Any) -> Any:
@@ -404,13 +425,15 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     desc: str = "epoch",
     on_diverged: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> dict[str, float]:
     """One epoch of training over the batches of ``plan``; returns the mean of every loss term over images.
 
     ``net`` is the model in training mode (or its DDP wrapper). For each batch: fetch it (DataLoader
     workers on CUDA), move it to the device, compute the loss terms, stop on a non-finite loss (calls
-    ``on_diverged(batch_index, terms)``, which raises), then zero_grad → backward → step. The sums are
-    totalled over ranks.
+    ``on_diverged(batch_index, terms)``, which raises), then zero_grad → backward → step (with
+    ``lr_at(batch_index)`` as every parameter group's learning rate when given). The sums are totalled over
+    ranks.
     """
     ctx = distributed.context()
     device = torch.device(opts.device)
@@ -439,6 +462,9 @@ def run_epoch(
         if distributed.any_rank(not bool(torch.isfinite(total.detach()).all()), device) and on_diverged:
             on_diverged(batch_index, terms)
         optimizer.zero_grad(set_to_none=True)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(batch_index)
         weighted = total * weights[batch_index] if ctx.distributed else total
         if scaler is not None:
             scaler.scale(weighted).backward()
@@ -529,7 +555,10 @@ def fit(
                     plan = task.plan(generator, opts.batch_size)
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
-                    train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged)
+                    lr_at = None
+                    if stage.scheduler == "warmup_cosine":
+                        lr_at = functools.partial(warmup_cosine_lr, stage, epoch, len(_shard_plan(plan)[0]))
+                    train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged, lr_at)
                     train_s = time.perf_counter() - t0
                     val = _validate(task, model)
                     lr = optimizer.param_groups[0]["lr"]

@@ -8,12 +8,14 @@
   eval mode, so their running statistics are exactly those of the starting student.
 
 Both take a dataclass config (:mod:`.config`), share the loop in :mod:`.loop` (checkpoints, resume, NaN
-guard, ``log.json``) and return a :class:`~ladeda_lib.distill.loop.TrainResult`. Teacher targets are
-computed once and cached (:mod:`.targets`). Introduced in notebook 04 (single stage) and 05 (two stages).
+guard, ``log.json``) and return a :class:`~ladeda_lib.distill.loop.TrainResult`. The teacher's maps of the
+clean images are computed once and cached (:mod:`.targets`); with augmentation the default is *consistent*
+targets, the teacher run on the augmented batch itself (:class:`StudentTask`). Introduced in notebook 04 (single stage) and 05 (two stages).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +48,19 @@ from ladeda_lib.registry import published
 
 
 class StudentTask:
-    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`).
+    """Distillation batches: uint8 images, labels and teacher patch logits (see :mod:`.loop`).
 
     With ``augment`` on in the config, :func:`prepare_student_run` wraps it in
-    :class:`~ladeda_lib.data.augment.AugmentedTask`: the images are degraded, the teacher targets stay those
-    computed on the CLEAN images — the student learns to give on a degraded image the patch map the teacher
-    gives on the clean one. Validation stays clean.
+    :class:`~ladeda_lib.data.augment.AugmentedTask`, which degrades the batch's images. What the MSE term
+    compares with then depends on ``teacher``:
+
+    * ``teacher`` None (**cached** targets): the teacher's maps of the CLEAN images, computed once — the student
+      learns to give on a degraded image the patch map the teacher gives on the clean one.
+    * ``teacher`` given (**consistent** targets): :meth:`targets_for` runs the frozen teacher on exactly the
+      batch the student sees (degraded or not), on the fly, without gradients — the teacher and the student
+      score the same view (Beyer et al., CVPR 2022). The unit ``scale`` stays the RMS of the clean maps.
+
+    Validation is clean, so it always compares with the cached clean maps.
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class StudentTask:
         scale: float = 1.0,
         clip: float | None = None,
         labelled: torch.Tensor | None = None,
+        teacher: PatchDetector | None = None,
     ) -> None:
         if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
             raise ValueError("teacher targets and images differ in number; recompute the targets")
@@ -81,31 +91,47 @@ class StudentTask:
             raise ValueError(f"labelled mask has shape {tuple(self.labelled.shape)}; expected ({n},)")
         self.eval_batch_size = eval_batch_size
         self.device = torch.device(device)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.freeze()  # eval mode, no gradients: its weights and BatchNorm statistics never move
+
+    @property
+    def consistent(self) -> bool:
+        """True when the teacher scores each training batch on the fly (see the class docstring)."""
+        return self.teacher is not None
 
     def plan(self, generator: torch.Generator, batch_size: int) -> list[torch.Tensor]:
         return list(torch.randperm(self.images.shape[0], generator=generator).split(batch_size))
 
     def fetch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "images": self.images[idx],
-            "labels": self.labels[idx],
-            "teacher": self.targets[idx],
-            "labelled": self.labelled[idx],
-        }
+        batch = {"images": self.images[idx], "labels": self.labels[idx], "labelled": self.labelled[idx]}
+        if not self.consistent:
+            batch["teacher"] = self.targets[idx]
+        return batch
+
+    @torch.no_grad()
+    def targets_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher patch logits (B, 1, 31, 31) the MSE compares with for this batch: the cached clean maps,
+        or (consistent mode) the frozen teacher run now on ``batch["images"]`` — the images as the student sees
+        them, after any augmentation."""
+        if not self.consistent:
+            return batch["teacher"]
+        images = batch["images"]
+        return self.teacher.forward_with_patches(normalize_uint8(images))[1].float()
 
     def loss(self, model: PatchDetector, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logit, patches = model.forward_with_patches(normalize_uint8(batch["images"]))
         terms = distillation_loss(
             patches,
             logit,
-            batch["teacher"],
+            self.targets_for(batch),
             batch["labels"],
-            self.alpha_distill,
-            self.alpha_task,
-            self.indices,
-            self.scale,
-            self.clip,
-            batch["labelled"],
+            alpha_distill=self.alpha_distill,
+            alpha_task=self.alpha_task,
+            indices=self.indices,
+            scale=self.scale,
+            clip=self.clip,
+            labelled=batch["labelled"],
         )
         return {"loss": terms.total, "distill": terms.distill, "task": terms.task}
 
@@ -117,11 +143,11 @@ class StudentTask:
             logits[:, None],
             self.val_targets,
             self.val_labels,
-            self.alpha_distill,
-            self.alpha_task,
-            self.indices,
-            self.scale,
-            self.clip,
+            alpha_distill=self.alpha_distill,
+            alpha_task=self.alpha_task,
+            indices=self.indices,
+            scale=self.scale,
+            clip=self.clip,
         )
         metrics = binary_metrics(self.val_labels, logits)
         return {
@@ -156,6 +182,7 @@ def prepare_student_run(
     ``alpha_distill == 0`` (the labels-only baseline) no teacher is needed and none is loaded.
     """
     device = resolve_device(cfg.device)
+    mode = cfg.target_mode()
     cache_dir = cfg.resolved_cache_dir()
     data = data or load_training_data(cfg.data, cache_dir, progress)
     if cfg.alpha_distill == 0:
@@ -165,6 +192,7 @@ def prepare_student_run(
         train_targets = _no_targets(len(data.train), grid)
         val_targets = _no_targets(len(data.val), grid)
         info: dict[str, Any] = {"arch": None, "labels_only": True}
+        live_teacher = None
     else:
         if teacher is None:
             teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
@@ -179,6 +207,10 @@ def prepare_student_run(
             val_targets = compute_teacher_targets(model, data.val, **kwargs)
         finally:
             model.to(teacher_device)
+        # consistent targets: a private channels-last copy on the training device scores every batch
+        live_teacher = None
+        if mode == "consistent":
+            live_teacher = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
         info = {
             "arch": model.arch,
             "config": model.config(),
@@ -187,6 +219,7 @@ def prepare_student_run(
             "published": bool(ckpt.published) if ckpt is not None else False,
             "hash": teacher_hash(model)[:16],
             "targets_cached": bool(train_targets.from_cache and val_targets.from_cache),
+            "targets": mode,
         }
     size = data.train.images.shape[-1]
     indices = align_indices(TinyLaDeDa().geometry(), model.geometry(), size)
@@ -204,8 +237,10 @@ def prepare_student_run(
         scale=scale,
         clip=cfg.target_clip,
         labelled=labelled,
+        teacher=live_teacher,
     )
-    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 08)
+    # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
+    task = with_augmentation(task, cfg.augment)
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:
@@ -308,6 +343,17 @@ def _calibrate_outputs(result: TrainResult, prep: Prepared, cfg: StudentTrainCon
     write_log(result.log_path, log)
 
 
+#: ``--schedule`` values and the :class:`~ladeda_lib.distill.loop.Stage` scheduler each one means.
+SCHEDULES = {"constant": None, "cosine": "cosine", "warmup_cosine": "warmup_cosine"}
+
+
+def schedule_name(schedule: str) -> str | None:
+    """The loop's scheduler for a ``--schedule`` value (``ValueError`` naming the choices for anything else)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[schedule]
+
+
 def _new_student(cfg: StudentTrainConfig | TwoStageTrainConfig) -> TinyLaDeDa:
     torch.manual_seed(cfg.seed)
     return TinyLaDeDa(preprocess=cfg.preprocess, pool=cfg.pool)
@@ -365,7 +411,14 @@ def train_student(
         "teacher": prep.teacher_info,
         "data": prep.data.describe(),
     }
-    stage = Stage("single", cfg.epochs, cfg.lr, weight_decay=cfg.weight_decay)
+    stage = Stage(
+        "single",
+        cfg.epochs,
+        cfg.lr,
+        scheduler=schedule_name(cfg.schedule),
+        warmup_epochs=cfg.lr_warmup_epochs,
+        weight_decay=cfg.weight_decay,
+    )
     result = fit(
         student,
         [stage],
