@@ -53,24 +53,26 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not pipe.calibrated:
         print(f"ladeda predict: note: {args.model}: {pipe.calibration_note}", file=sys.stderr)
     files, errors = _expand_inputs(args.inputs)
-    rows = pipe.predict_batch(files, progress=sys.stderr.isatty()) if files else []
-    rows += errors
     heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
     if heatmap_dir is not None:
         from ladeda_lib.viz import visualize_heatmap
 
         heatmap_dir.mkdir(parents=True, exist_ok=True)
-        used: set[str] = set()
-        for row in rows:
-            if row["error"] is None and row["patch_heatmap"] is not None:
-                name, n = f"{Path(row['source']).stem}_heatmap.png", 1
-                while name in used:  # same file name in two folders: number the later ones
-                    n += 1
-                    name = f"{Path(row['source']).stem}_{n}_heatmap.png"
-                used.add(name)
-                grid = row["patch_heatmap"].shape[-1]
-                out = visualize_heatmap(row["source"], row, heatmap_dir / name, geometry=pipe.geometry(grid))
-                row["heatmap"] = str(out)
+    rows: list[dict[str, Any]] = []
+    used: set[str] = set()
+    keep = heatmap_dir is not None
+    for row in pipe.iter_predictions(files, progress=sys.stderr.isatty(), keep_images=keep) if files else []:
+        image = row.pop("image", None)
+        if heatmap_dir is not None and row["error"] is None and row["patch_heatmap"] is not None:
+            name, n = f"{Path(row['source']).stem}_heatmap.png", 1
+            while name in used:  # same file name in two folders: number the later ones
+                n += 1
+                name = f"{Path(row['source']).stem}_{n}_heatmap.png"
+            used.add(name)
+            # the image decoded for the model, the verdict and the geometry of this row: nothing is redone
+            row["heatmap"] = str(visualize_heatmap(image, row, heatmap_dir / name, geometry=pipe.geometry()))
+        rows.append(row)
+    rows += errors
     if args.json:
         for row in rows:
             keys = (

@@ -1,6 +1,6 @@
 """Full int8 for any student: the pixel-input graph's pieces (zero-sum rounding, folded normalisation, border
 padding, whole-grid pooled head) and the stand-ins for the published checkpoints
-(:mod:`ladeda_lib.export.standins`) exporting to every format with every check passing, int8 included.
+(``benchmarks/standins.py``) exporting to every format with every check passing, int8 included.
 """
 
 from __future__ import annotations
@@ -10,25 +10,25 @@ import copy
 import numpy as np
 import pytest
 import torch
+from int8_study import choose_clamp
+from standins import stand_in, synthetic_images
 
 from ladeda_lib.calibration import fit_calibration
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export import export_model
-from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.int8 import (
+from ladeda_lib.export.int8 import export_pixel_onnx
+from ladeda_lib.graphs.pixel_input import (
     PixelInputStudent,
     border_pixels,
-    choose_clamp,
-    export_pixel_onnx,
     int8_round,
-    pixel_calibration,
+    normalised_to_pixels,
     pixel_images,
+    representative_pixels,
     snap_to_grid,
     zero_sum_round,
 )
-from ladeda_lib.export.standins import stand_in, synthetic_images
-from ladeda_lib.export.tflite import normalised_images
 from ladeda_lib.models import TinyLaDeDa
-from ladeda_lib.runtime import load_predictor, normalised_to_pixels
+from ladeda_lib.predictors import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
         model,
         tmp_path / "student.tflite",
         "all",
-        calibration=calibration,
+        representative_images=calibration,
         eval_images=test_images,
         eval_labels=test_labels,
         with_patches=True,
@@ -178,10 +178,10 @@ def test_border_padding_is_the_normalised_zero():
 
 
 def test_pixel_graph_refuses_npr_and_the_calibration_range_is_exact(data):
-    with pytest.raises(ExportError, match="normalised-input graph"):
+    with pytest.raises(ValueError, match="normalised-input graph"):
         PixelInputStudent(TinyLaDeDa("NPR"))
     calibration = data[0]
-    pixels = pixel_calibration(calibration[:2] // 2 + 40)  # never reaches 0 or 255
+    pixels = representative_pixels(calibration[:2] // 2 + 40)  # never reaches 0 or 255
     assert float(pixels.min()) == -128 and float(pixels.max()) == 127
 
 
@@ -198,6 +198,9 @@ def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, tmp_path):
     with torch.no_grad():
         want_logit, want_patches = graph(torch.from_numpy(pixel_images(test_images[:3])))
     assert np.allclose(logit, want_logit.numpy(), rtol=1e-4, atol=1e-4 * float(want_patches.abs().max()))
+    # uint8 images go in as pixels, with no normalised image in between: the same numbers exactly
+    from_pixels, _ = predictor(test_images[:3])
+    np.testing.assert_array_equal(from_pixels, logit)
 
 
 def test_snap_to_grid_puts_the_head_on_its_int8_grid_and_keeps_the_outputs():
@@ -223,7 +226,7 @@ def test_snap_to_grid_puts_the_head_on_its_int8_grid_and_keeps_the_outputs():
 
 
 def test_forensynth_like_copy_of_a_trained_student_has_mean_pooling_and_large_logits():
-    from ladeda_lib.export.standins import forensynth_like_from
+    from standins import forensynth_like_from
 
     torch.manual_seed(1)
     student = TinyLaDeDa(pool=0.1).eval()
@@ -261,10 +264,13 @@ def test_bias_correction_brings_the_simulated_int8_file_closer_to_float(data):
     )
     with torch.no_grad():
         want = torch.from_numpy(fitted.apply(model(torch.from_numpy(normalised_images(test_images))).numpy()))
-    cal_pixels, pixels = torch.from_numpy(pixel_calibration(calibration)), torch.from_numpy(pixel_images(test_images))
+    cal_pixels, pixels = (
+        torch.from_numpy(representative_pixels(calibration)),
+        torch.from_numpy(pixel_images(test_images)),
+    )
     errors = {}
     for corrected in (False, True):
-        graph = PixelInputStudent(model, calibration=fitted, correct_images=calibration if corrected else None)
+        graph = PixelInputStudent(model, decision_calibration=fitted, correct_images=calibration if corrected else None)
         with torch.no_grad():
             ranges = graph._ranges(cal_pixels)
             int8 = int8_round(graph._stages(pixels, ranges)[3], *ranges[3]).reshape(want.shape)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from standins import synthetic_images
 
 from ladeda_lib.export import (
     ExportError,
-    TFLiteModel,
     Tolerances,
     compare_with_pytorch_quantizer,
     convert_to_tflite,
@@ -23,9 +23,9 @@ from ladeda_lib.export import (
     topk_k_as_constant_nodes,
     verify_exports,
 )
-from ladeda_lib.export.standins import synthetic_images
 from ladeda_lib.geometry import INPUT_GEOMETRY
 from ladeda_lib.models import TinyLaDeDa
+from ladeda_lib.predictors import TFLitePredictor
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def chain(tmp_path_factory):
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     with pytest.MonkeyPatch.context() as mp:
         network = NetworkBlocked(mp)
-        files = convert_to_tflite(onnx_path, folder / "tflite", calibration=calibration)
+        files = convert_to_tflite(onnx_path, folder / "tflite", representative=calibration)
     report = verify_exports(
         model, {"onnx": onnx_path, **files}, test_images, test_labels, latency_runs=3, progress=False
     )
@@ -117,7 +117,7 @@ def test_conversion_is_offline_and_leaves_the_onnx_untouched(chain):
 
 def test_input_output_shapes_and_int8_quantization_parameters(chain):
     for fmt, path in chain["files"].items():
-        runner = TFLiteModel(path)
+        runner = TFLitePredictor(path)
         assert runner.input.shape == (1, 3, 256, 256) and runner.layout == "NCHW"
         assert runner.has_patches and len(runner.output_names) == 2
         assert runner.input.dtype == ("int8" if fmt == "int8" else "float32")
@@ -188,7 +188,7 @@ def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypa
     network = NetworkBlocked(monkeypatch)  # NHWC inputs are what makes onnx2tf reach for its sample download
     files = convert_to_tflite(simplified, tmp_path, ["float32"], nhwc=True)
     assert network.attempts == [] and simplified.read_bytes() == before
-    runner = TFLiteModel(files["float32"])
+    runner = TFLitePredictor(files["float32"])
     assert runner.input.shape == (1, 256, 256, 3) and runner.layout == "NHWC"
     x = normalise(chain["test"][0][:2])
     logit, patches = runner(x)
@@ -204,6 +204,8 @@ def test_int8_without_calibration_and_bad_calibration_are_clear_errors(chain, tm
     with pytest.raises(ExportError, match="calibration"):
         convert_to_tflite(chain["onnx"], tmp_path, ["int8"])
     with pytest.raises(ExportError, match=r"expects \(3, 256, 256\)"):
-        convert_to_tflite(chain["onnx"], tmp_path, ["int8"], calibration=torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+        convert_to_tflite(
+            chain["onnx"], tmp_path, ["int8"], representative=torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+        )
     with pytest.raises(ExportError, match="unknown quantization"):
         convert_to_tflite(chain["onnx"], tmp_path, ["int4"])

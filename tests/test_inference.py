@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from PIL import Image
 
 from ladeda_lib.checkpoints import save_checkpoint
 from ladeda_lib.data import ImageLoadError, preprocess, resize_to_uint8
-from ladeda_lib.inference import RESULT_KEYS, InferencePipeline, fold_batchnorm, geometry_for_grid
-from ladeda_lib.models import LaDeDa, TinyLaDeDa
+from ladeda_lib.graphs.fused import fold_batchnorm
+from ladeda_lib.inference import RESULT_KEYS, InferencePipeline
+from ladeda_lib.models import LaDeDa, TinyLaDeDa, TopKPool
 
 
 def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -70,7 +72,8 @@ def image_folder(tmp_path: Path) -> Path:
 
 def test_result_keys_types_and_shapes(pipe: InferencePipeline) -> None:
     result = pipe.predict(textured(300, 200))
-    assert set(result) == set(RESULT_KEYS)
+    assert set(result) == {*RESULT_KEYS, "geometry"}
+    assert result["geometry"] == pipe.model.geometry()
     assert isinstance(result["is_fake"], bool)
     assert isinstance(result["fake_probability"], float) and 0.0 <= result["fake_probability"] <= 1.0
     assert isinstance(result["logit"], float)
@@ -220,13 +223,6 @@ def test_odd_images(pipe: InferencePipeline, tmp_path: Path) -> None:
     assert result["logit"] == pytest.approx(pipe.predict(shown)["logit"], abs=1e-5)
 
 
-def test_geometry_for_grid() -> None:
-    assert geometry_for_grid(126) == TinyLaDeDa().geometry()
-    assert geometry_for_grid(31) == LaDeDa(width=2).geometry()
-    with pytest.raises(ValueError, match="no known model"):
-        geometry_for_grid(50)
-
-
 def test_cli_predict_table_json_heatmaps_and_exit_status(
     student: TinyLaDeDa, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -256,6 +252,37 @@ def test_cli_predict_table_json_heatmaps_and_exit_status(
     assert status == 1 and "ERROR" in out and "nowhere" in out
 
 
+def test_cli_predict_decodes_each_image_once_and_loads_the_model_once(
+    student: TinyLaDeDa, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """With heatmaps and --pooling: one decode per image (the heatmap is drawn on the image the model saw) and one
+    model load; the pooled logit is the predictor's, the same as a model built with that pooling."""
+    import ladeda_lib.data
+    import ladeda_lib.inference
+    from ladeda_lib.cli import main
+
+    decoded, loaded = [], []
+    load_image, load_predictor = ladeda_lib.data.load_image, ladeda_lib.inference.load_predictor
+    monkeypatch.setattr(ladeda_lib.data, "load_image", lambda image: decoded.append(image) or load_image(image))
+    monkeypatch.setattr(
+        ladeda_lib.inference, "load_predictor", lambda *a, **k: loaded.append(a) or load_predictor(*a, **k)
+    )
+    ckpt = save_checkpoint(student, tmp_path / "student.pt")
+    files = [str(image_folder / "a.jpg"), str(image_folder / "b.png")]
+    heatmaps = tmp_path / "heatmaps"
+    status = main(
+        ["predict", *files, "--model", str(ckpt), "--json", "--pooling", "all", "--heatmap-dir", str(heatmaps)]
+    )
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and len(decoded) == 2 and len(loaded) == 1
+    assert sorted(p.name for p in heatmaps.iterdir()) == ["a_heatmap.png", "b_heatmap.png"]
+    mean = copy.deepcopy(student)
+    mean.pool = TopKPool("all")
+    monkeypatch.undo()
+    want = InferencePipeline(mean).predict(files[0])["logit"]
+    assert records[0]["logit"] == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------
 # Parity of the PyTorch, ONNX and TFLite backends (one shared export/conversion: conversions are slow)
 # --------------------------------------------------------------------------------------------------
@@ -265,7 +292,7 @@ def exported_student(student: TinyLaDeDa, tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("export")
     onnx_path = export.export_onnx(student, out / "student.onnx", with_patches=True)
     calibration = torch.stack([resize_to_uint8(textured(256, 256, s)) for s in range(8)])
-    tflite = export.convert_to_tflite(onnx_path, out / "tflite", quantizations=("float32",), calibration=calibration)
+    tflite = export.convert_to_tflite(onnx_path, out / "tflite", quantizations=("float32",), representative=calibration)
     return {"onnx": Path(onnx_path), "tflite": Path(tflite["float32"])}
 
 

@@ -174,3 +174,13 @@ def test_explorer_empty_filter_and_bad_arguments(tmp_path: Path) -> None:
         HeatmapExplorer(only_real, {})
     with pytest.raises(ValueError, match="split 'val' not in the data"):
         HeatmapExplorer(only_real, {"s": _student(0)}, split="val")
+
+
+def test_a_bare_patch_map_falls_back_to_the_default_geometry_of_its_grid():
+    from ladeda_lib.models import LaDeDa
+    from ladeda_lib.viz import fallback_geometry
+
+    assert fallback_geometry(126) == TinyLaDeDa().geometry()
+    assert fallback_geometry(31) == LaDeDa(width=2).geometry()
+    with pytest.raises(ValueError, match="no default model"):
+        fallback_geometry(50)

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ladeda_lib.export.column_pairs import deployable_student
+from ladeda_lib.contract import INPUT_NAME, LOGIT_NAME, PATCH_NAME, DecisionCalibration, describe_model, write_sidecar
 from ladeda_lib.export.errors import ExportError
 from ladeda_lib.geometry import INPUT_GEOMETRY
+from ladeda_lib.graphs.column_pairs import deployable_student
+from ladeda_lib.graphs.fused import has_fusable_stem
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration, has_fusable_stem
 
 #: Opset that converts cleanly to TFLite (see the module docstring).
 DEFAULT_OPSET = 17
@@ -37,12 +38,10 @@ class ExportableDetector(nn.Module):
     (1, 3, H, W) normalised → ``logit`` (1, 1), or ``(logit (1, 1), patch_logits (1, 1, h, w))``.
 
     * ``fuse``: Tiny-LaDeDa with a fixed filter (or raw input) runs as the deployed graph of
-      :func:`~ladeda_lib.export.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
+      :func:`~ladeda_lib.graphs.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
       convolution, full-resolution maps in column pairs, a pre-sorted top-K): the same outputs, less time.
     * ``calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
       calibrated ones (top-K mean and this affine map commute).
-    * ``clamp``: patch logits clipped to ``[-clamp, clamp]`` before pooling (see
-      :func:`~ladeda_lib.export.int8.choose_clamp`): bounds the range an int8 file must represent.
     """
 
     def __init__(
@@ -51,8 +50,7 @@ class ExportableDetector(nn.Module):
         with_patches: bool = False,
         *,
         fuse: bool = True,
-        calibration: Calibration | None = None,
-        clamp: float | None = None,
+        calibration: DecisionCalibration | None = None,
         image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
@@ -60,14 +58,11 @@ class ExportableDetector(nn.Module):
         self.with_patches = with_patches
         self.offset = 0.0 if calibration is None else float(calibration.offset)
         self.temperature = 1.0 if calibration is None else float(calibration.temperature)
-        self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.patch_logits(x)
         if self.offset != 0.0 or self.temperature != 1.0:
             patches = (patches - self.offset) * (1.0 / self.temperature)
-        if self.clamp is not None:
-            patches = patches.clamp(-self.clamp, self.clamp)
         logit = self.model.pool(patches)
         return (logit, patches) if self.with_patches else logit
 
@@ -99,8 +94,7 @@ def export_onnx(
     rtol: float = 1e-4,
     *,
     fuse: bool = True,
-    calibration: Calibration | None = None,
-    clamp: float | None = None,
+    calibration: DecisionCalibration | None = None,
 ) -> Path:
     """Export ``model`` to ONNX: ``input`` (1, 3, S, S) float32 → ``logit`` (1, 1) [, ``patch_logits``].
 
@@ -117,7 +111,9 @@ def export_onnx(
         verify: compare onnxruntime with PyTorch right away.
         rtol: largest allowed difference for ``verify``, relative to the output's magnitude (a published
             checkpoint's logits run into the thousands, where float32 itself differs by more than 1e-4).
-        fuse, calibration, clamp: see :class:`ExportableDetector`.
+        fuse, calibration: see :class:`ExportableDetector` (``calibration`` is the decision calibration).
+        The file's sidecar (:func:`~ladeda_lib.contract.describe_model`: architecture, config, patch geometry,
+        input size, decision calibration) is written next to it.
 
     Returns:
         ``path``. Introduced in notebook 07.
@@ -128,9 +124,7 @@ def export_onnx(
     check_writable_folder(path.parent)
     was_training = model.training
     model = model.eval().cpu()
-    wrapper = ExportableDetector(
-        model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp, image_size=image_size
-    ).eval()
+    wrapper = ExportableDetector(model, with_patches, fuse=fuse, calibration=calibration, image_size=image_size).eval()
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
@@ -163,12 +157,13 @@ def export_onnx(
                     f"{path}: onnxruntime output {name!r} differs from PyTorch by {diff:.2e} on values up to "
                     f"{scale:.3g} (limit {rtol:.0e} of that)"
                 )
+    write_sidecar(path, describe_model(model, calibration, image_size))
     return path
 
 
 def run_onnxruntime(path: str | Path, x: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
     """Run an ONNX file once on ``x`` (its input shape) with onnxruntime; outputs in graph order."""
-    from ladeda_lib.runtime import OnnxPredictor
+    from ladeda_lib.predictors import OnnxPredictor
 
     session = OnnxPredictor(path, threads).session
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})

@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ladeda_lib.contract import INPUT_NAME
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.onnx_export import INPUT_NAME, check_writable_folder, topk_k_as_constant_nodes
+from ladeda_lib.export.onnx_export import check_writable_folder, topk_k_as_constant_nodes
 from ladeda_lib.geometry import INPUT_GEOMETRY
 
 #: Formats we produce, in the order of the verification table.
@@ -51,19 +53,6 @@ _ONNX2TF_SUFFIX = {
 }
 #: The sample file onnx2tf would otherwise download (it looks in the current folder first).
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-
-
-def normalised_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """uint8 (N, 3, H, W) images → normalised float32 (``normalize_uint8``, as in training); float input is
-    taken as already normalised."""
-    tensor = torch.as_tensor(images)
-    if tensor.ndim == 3:
-        tensor = tensor[None]
-    if tensor.ndim != 4 or tensor.shape[1] != 3:
-        raise ExportError(f"expected images of shape (N, 3, H, W), got {tuple(tensor.shape)}")
-    if tensor.dtype == torch.uint8:  # the formula of ladeda_lib.data.normalize_uint8, from the shared geometry
-        tensor = INPUT_GEOMETRY.normalize(tensor.float() / 255.0)
-    return tensor.float().numpy()
 
 
 def _sample_file_data(calibration: np.ndarray | None) -> np.ndarray:
@@ -113,7 +102,7 @@ def convert_to_tflite(
     onnx_path: str | Path,
     output_dir: str | Path,
     quantizations: Sequence[str] = QUANTIZATIONS,
-    calibration: torch.Tensor | np.ndarray | None = None,
+    representative: torch.Tensor | np.ndarray | None = None,
     nhwc: bool = False,
     stem: str | None = None,
     quiet: bool = True,
@@ -124,8 +113,9 @@ def convert_to_tflite(
         onnx_path: the ``.onnx`` file (input ``input`` (1, 3, S, S)); it is copied, never modified.
         output_dir: folder for the results, created if needed.
         quantizations: any of ``"float32"``, ``"float16"``, ``"dynamic_range"``, ``"int8"``.
-        calibration: representative images (N, 3, S, S), uint8 (normalised here) or already-normalised
-            float; required for ``"int8"``, also used for onnx2tf's internal sanity check.
+        representative: representative images (N, 3, S, S), uint8 (normalised here) or already-normalised
+            float, from which the int8 file takes its activation ranges; required for ``"int8"``, also used for
+            onnx2tf's internal sanity check.
         nhwc: give the TFLite files TFLite's native (1, S, S, 3) input instead of (1, 3, S, S).
         stem: file-name stem; files are ``<stem>_<format>.tflite`` (default: the ONNX file's stem).
         quiet: hide onnx2tf's and TensorFlow's console output (shown on failure).
@@ -151,7 +141,7 @@ def convert_to_tflite(
     model = onnx.load(str(onnx_path))
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     input_name = model.graph.input[0].name
-    calib = None if calibration is None else normalised_images(calibration)
+    calib = None if representative is None else normalised_images(representative)
     if calib is not None and (len(dims) != 4 or list(calib.shape[1:]) != dims[1:]):
         raise ExportError(
             f"calibration images have shape {tuple(calib.shape[1:])} per image, but {onnx_path.name} expects "
@@ -159,8 +149,8 @@ def convert_to_tflite(
         )
     if "int8" in quantizations and calib is None:
         raise ExportError(
-            "full int8 quantization needs representative calibration images (real training images through the "
-            "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
+            "full int8 quantization needs representative images (real training images through the "
+            "same preprocessing, about 100); pass representative=uint8 tensor (N, 3, 256, 256)"
         )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

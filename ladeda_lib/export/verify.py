@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ladeda_lib.contract import DecisionCalibration
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.tflite import normalised_images
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import Calibration, load_predictor, measure_latency_ms, resolve_threads
+from ladeda_lib.predictors import load_predictor
+from ladeda_lib.timing import measure_latency_ms, resolve_threads
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def verify_exports(
     threads: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    calibration: Calibration | None = None,
+    calibration: DecisionCalibration | None = None,
 ) -> VerificationReport:
     """Check every exported file against ``model`` on ``images``.
 
@@ -207,8 +209,8 @@ def verify_exports(
         images: held-out images (N, 3, 256, 256), uint8 (normalised here like training) or normalised float.
         labels: (N,) 0 real / 1 fake to also report accuracy and AP per format.
         tolerances: limits per format (default :class:`Tolerances`).
-        latency_runs: batch-1 calls timed per format (see :func:`~ladeda_lib.runtime.measure_latency_ms`); 0 skips timing.
-        threads: threads for every backend (None: :func:`~ladeda_lib.runtime.resolve_threads`).
+        latency_runs: batch-1 calls timed per format (see :func:`~ladeda_lib.timing.measure_latency_ms`); 0 skips timing.
+        threads: threads for every backend (None: :func:`~ladeda_lib.timing.resolve_threads`).
         batch_size: PyTorch reference batch size.
         progress: show a progress bar over the files.
         calibration: the calibration baked into the exported graphs (applied to the PyTorch reference).

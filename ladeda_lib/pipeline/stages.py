@@ -1,4 +1,4 @@
-"""``ladeda pipeline``: the whole path in one command, with a report.
+"""The stages of ``ladeda pipeline``, run in order, each skipped when its artifact is there.
 
 data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
 baseline distillation has to beat) → two-stage student → evaluation per split and platform → export to
@@ -17,14 +17,11 @@ functions the notebooks teach, so the report's numbers are the ones a learner re
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +69,7 @@ class PipelineConfig:
     epochs_s2: int = 4
     two_stage_batch_size: int = 16
     quantization: str = "all"
-    calibration_count: int = 100
+    representative_count: int = 100  # training images the int8 file takes its activation ranges from
     latency_runs: int = 30
     heatmap_examples: int = 3
     progress: bool = True
@@ -143,7 +140,7 @@ class _Run:
 def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     """Run the whole path and write ``OUTPUT/report.md``. See :class:`PipelineConfig` for the settings."""
     from ladeda_lib.checkpoints import load_checkpoint
-    from ladeda_lib.data import detect_dataset, ensure_toy_dataset
+    from ladeda_lib.data import resolve_dataset
     from ladeda_lib.data.augment import AugmentConfig
     from ladeda_lib.distill import (
         StudentTrainConfig,
@@ -166,8 +163,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 1. data ------------------------------------------------------------------------------------------
     def data_stage():
-        root = ensure_toy_dataset(progress=cfg.progress) if cfg.data is None else Path(cfg.data)
-        index = detect_dataset(root)
+        index = resolve_dataset(cfg.data, progress=cfg.progress)
         _say(cfg, index.summary())
         training = load_training_data(index, cache_dir=cache, progress=cfg.progress)
         if training.note:
@@ -178,19 +174,23 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 2. teacher ---------------------------------------------------------------------------------------
     def teacher_stage():
-        from ladeda_lib.registry import get_entry, published, shipped_teacher_fits
+        from ladeda_lib.distill.teacher import COMPACT_TEACHER, default_teacher_path
+        from ladeda_lib.paths import weights_dir
+        from ladeda_lib.registry import get_entry
 
-        for entry in published("teacher") if cfg.teacher == "auto" else []:
-            if entry.available():
-                run.notes.append(f"teacher: the published LaDeDa from {entry.path}")
-                return load_checkpoint(entry.path, expected="LaDeDa")
-        shipped = get_entry("toy-teacher")
-        if cfg.teacher == "auto" and shipped.available() and shipped_teacher_fits(cfg.data):
-            run.notes.append(
-                f"teacher: the compact LaDeDa the project ships for the default toy data ({shipped.path.name}; "
-                f"`{shipped.command}`)"
-            )
-            return load_checkpoint(shipped.path, expected="LaDeDa")
+        found = default_teacher_path(cfg.data) if cfg.teacher == "auto" else None
+        # a compact teacher in weights/ may have been trained on other data: the pipeline trains its own instead
+        if found is not None and found != weights_dir() / COMPACT_TEACHER:
+            ckpt = load_checkpoint(found, expected="LaDeDa")
+            if ckpt.published:
+                run.notes.append(f"teacher: the published LaDeDa from {found}")
+            else:
+                shipped = get_entry("toy-teacher")
+                run.notes.append(
+                    f"teacher: the compact LaDeDa the project ships for the default toy data ({found.name}; "
+                    f"`{shipped.command}`)"
+                )
+            return ckpt
         path = out / "teacher_compact.pt"
         if _fresh(path, cfg):
             _clear(out / "teacher_compact_run")
@@ -315,15 +315,15 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
                 run.notes.append("verification FAILED for " + ", ".join(failed) + " (see the export table)")
             return stored, sorted(folder.glob("student*.tflite")), folder / "student.onnx"
         _clear(folder)
-        calibration, eval_images, eval_labels = load_export_images(
-            index.root, calibration_count=cfg.calibration_count, seed=cfg.seed, progress=cfg.progress
+        representative, eval_images, eval_labels = load_export_images(
+            index.root, representative_count=cfg.representative_count, seed=cfg.seed, progress=cfg.progress
         )
         student = load_checkpoint(student_path).model
         result = export_model(
             student,
             folder / "student.tflite",
             quantization=cfg.quantization,
-            calibration=calibration,
+            representative_images=representative,
             eval_images=eval_images,
             eval_labels=eval_labels,
             latency_runs=cfg.latency_runs,
@@ -345,9 +345,10 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 7. report ------------------------------------------------------------------------------------------------
     def report_stage():
+        from ladeda_lib.pipeline.report import write_report
         from ladeda_lib.robustness import deployment_table
 
-        exported = _evaluate_exported(index, [onnx_file, *tflite_files], cache, cfg.progress)
+        exported = evaluate_exported(index, [onnx_file, *tflite_files], cache, cfg.progress)
         deployed = next((p for p in tflite_files if p.stem.endswith("float32")), None)
         robustness = None
         if deployed is not None:
@@ -364,7 +365,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     return PipelineResult(out, report, all_metrics, artifacts, run.timings, run.notes)
 
 
-def _evaluate_exported(index: Any, files: list[Path], cache: Path, progress: bool) -> dict[str, dict[str, Any]]:
+def evaluate_exported(index: Any, files: list[Path], cache: Path, progress: bool) -> dict[str, dict[str, Any]]:
     """Metrics per split/platform of each exported file (``evaluate_model`` runs any format)."""
     from ladeda_lib.evaluation import evaluate_model
 
@@ -375,315 +376,3 @@ def _evaluate_exported(index: Any, files: list[Path], cache: Path, progress: boo
         if progress:
             print(f"    scored {path.name}")
     return results
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
-def describe_machine() -> str:
-    """CPU model, visible cores, torch version and thread count (for reports and benchmarks)."""
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-
-
-def _ap_figure(path: Path, table: dict[str, dict[str, float]], groups: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(table)
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 3.6))
-    for i, name in enumerate(names):
-        values = [table[name].get(g, float("nan")) for g in groups]
-        ax.bar(np.arange(len(groups)) + i * width, values, width, label=name)
-    ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2, groups)
-    ax.set_ylim(0.4, 1.0)
-    ax.set_ylabel("average precision")
-    ax.set_title("AP per split and platform")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _heatmap_examples(index: Any, model_path: Path, folder: Path, count: int) -> list[tuple[str, Path]]:
-    from ladeda_lib.inference import InferencePipeline
-    from ladeda_lib.viz import visualize_heatmap
-
-    pipe = InferencePipeline(model_path)
-    test = index.select(split="test") or index.select(split="val")
-    picks = []
-    real = [s for s in test if s.label == 0]
-    full = [s for s in test if s.label == 1 and s.mask is None]
-    spliced = [s for s in test if s.label == 1 and s.mask is not None]
-    for kind, pool in (("real", real), ("fake", full), ("spliced fake", spliced)):
-        if pool and len(picks) < count:
-            picks.append((kind, pool[0]))
-    out = []
-    for kind, sample in picks:
-        result = pipe.predict(sample.path)
-        png = folder / f"heatmap_{kind.replace(' ', '_')}.png"
-        visualize_heatmap(sample.path, result, png, mask=sample.mask)
-        out.append((f"{kind}: {Path(sample.path).name} (p(fake) = {result['fake_probability']:.2f})", png))
-    return out
-
-
-def _setting(key: str, value: Any, data_root: Path, out: Path) -> str:
-    """A settings-table cell: defaults that were resolved at run time say what they resolved to."""
-    if value is None and key == "data":
-        return f"default: the toy dataset (`{data_root}`)"
-    if value is None and key == "output":
-        return f"default: `{out}`"
-    return str(value)
-
-
-def write_report(
-    out: Path,
-    cfg: PipelineConfig,
-    index: Any,
-    metrics: dict[str, dict[str, Any]],
-    exported: dict[str, dict[str, Any]],
-    verification: dict[str, Any],
-    artifacts: dict[str, Path],
-    timings: dict[str, float],
-    notes: list[str],
-    robustness: tuple[str, str] | None = None,
-) -> Path:
-    """Write ``report.md``, ``metrics.json`` and the figures under ``out``; return the report path.
-
-    ``robustness`` is (deployed file name, Markdown table of :func:`ladeda_lib.robustness.deployment_table`).
-    """
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    groups = list(next(iter(metrics.values()))["groups"])
-    ap_table: dict[str, dict[str, float]] = {
-        name: {g: m["groups"][g]["ap"] for g in groups} for name, m in metrics.items()
-    }
-    for name, per_group in exported.items():
-        ap_table[name] = {g: per_group[g]["ap"] for g in groups if g in per_group}
-    acc_table = {name: {g: m["groups"][g]["accuracy"] for g in groups} for name, m in metrics.items()}
-    for name, per_group in exported.items():
-        acc_table[name] = {g: per_group[g]["accuracy"] for g in groups if g in per_group}
-    ap_png = _ap_figure(figures / "ap_per_platform.png", ap_table, groups)
-    heatmaps = _heatmap_examples(index, artifacts["two_stage"], figures, cfg.heatmap_examples)
-
-    def table(values: dict[str, dict[str, float]]) -> list[str]:
-        rows = ["| model | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
-        rows += [f"| {name} | " + " | ".join(_fmt(v.get(g)) for g in groups) + " |" for name, v in values.items()]
-        return rows
-
-    lines = [
-        "# ladeda pipeline report",
-        "",
-        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `ladeda pipeline` on {describe_machine()}.",
-        f"Every number below was measured in this run. Total time: {sum(timings.values()):.0f} s.",
-        "",
-        *[f"**{note}**" for note in notes if note.startswith("verification FAILED")],
-        *_teacher_warnings(metrics),
-        "",
-        "## Data",
-        "",
-        f"`{index.root}` ({index.layout} layout)",
-        "",
-        "```",
-        index.summary(),
-        "```",
-        "",
-        "## Settings",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        *[f"| {k} | {_setting(k, v, index.root, out)} |" for k, v in asdict(cfg).items() if k not in {"progress"}],
-        "",
-        "Notes: " + ("; ".join(notes) if notes else "none"),
-        "",
-        "## Detection: average precision per split and platform",
-        "",
-        "Training uses the `train` split only (the training platform); `test/<platform>` are held out.",
-        "",
-        *table(ap_table),
-        "",
-        f"![AP per platform](figures/{ap_png.name})",
-        "",
-        "## Accuracy at threshold 0.5",
-        "",
-        *table(acc_table),
-        "",
-        "## mAP over test platforms and heatmap localisation",
-        "",
-        "| model | mAP (test platforms) | pixel AUC on spliced fakes |",
-        "|---|---:|---:|",
-    ]
-    for name, m in metrics.items():
-        loc = m.get("localisation") or {}
-        lines.append(f"| {name} | {_fmt(m.get('mAP'))} | {_fmt(loc.get('pixel_auc'))} |")
-    reliability_png = _reliability_figure(figures / "reliability.png", metrics)
-    if reliability_png is not None:
-        lines += [
-            "",
-            "## Calibration: reliability on the test images",
-            "",
-            "Fraction of fakes against the predicted p(fake), per probability bin; the diagonal is perfect calibration "
-            "and each legend entry gives the expected calibration error (ECE).",
-            "",
-            f"![reliability diagram](figures/{reliability_png.name})",
-        ]
-    if robustness is not None:
-        lines += [
-            "",
-            f"## Robustness of the deployed file (`{robustness[0]}`, training platform's test images)",
-            "",
-            "AP and accuracy after recompressing every test image at JPEG quality 50 and after rescaling it to half "
-            "size (and back through the shared input geometry); flipped = decisions that differ from the clean image's.",
-            "",
-            robustness[1].strip(),
-        ]
-    lines += ["", "## Sample heatmaps (two-stage student)", ""]
-    for caption, png in heatmaps:
-        lines += [f"**{caption}**", "", f"![{caption}](figures/{png.name})", ""]
-    md_report = out / "export" / "student_verification.md"
-    lines += ["## Exported files: parity, size and latency", ""]
-    if md_report.exists():
-        lines += [md_report.read_text().strip(), ""]
-    lines += [
-        "## Stage timings",
-        "",
-        "| stage | seconds |",
-        "|---|---:|",
-        *[f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()],
-        "",
-        "## Artifacts",
-        "",
-        *[f"- {name}: `{path}`" for name, path in artifacts.items()],
-        "",
-    ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    payload = {"models": metrics, "exported": exported, "verification": verification, "timings": timings}
-    (out / "metrics.json").write_text(json.dumps(_json_safe(payload), indent=2))
-    return report
-
-
-def _reliability_figure(path: Path, metrics: dict[str, dict[str, Any]]) -> Path | None:
-    """The reliability diagram of every model on the test split (from ``evaluate_model(keep_scores=True)``)."""
-    import numpy as np
-
-    from ladeda_lib.viz import plot_reliability
-
-    curves = {}
-    for name, m in metrics.items():
-        scores = (m.get("scores") or {}).get("test")
-        if scores:
-            logits = np.asarray(scores["logits"], dtype=np.float64)
-            curves[name] = (np.asarray(scores["labels"]), 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80))))
-    if not curves:
-        return None
-    fig = plot_reliability(curves, title="Reliability on the test images")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
-
-
-def _teacher_warnings(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """Bold lines for the top of the report when distillation did not pay: a teacher or distilled student
-    whose test mAP is below the label-only student's."""
-    base = metrics.get("label-only student", {}).get("mAP")
-    if base is None or (isinstance(base, float) and math.isnan(base)):
-        return []
-    lines = []
-    for name in ("teacher", "single-stage student", "two-stage student"):
-        value = metrics.get(name, {}).get("mAP")
-        if value is not None and not math.isnan(value) and value < base:
-            lines.append(
-                f"**Warning: the {name} (test mAP {value:.3f}) is weaker than the label-only student ({base:.3f}): "
-                f"{'distilling from it cannot help' if name == 'teacher' else 'distillation did not pay here'}.**"
-            )
-    return lines
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    cfg = PipelineConfig(
-        data=args.data,
-        output=args.output,
-        force=args.force,
-        seed=args.seed,
-        device=args.device,
-        quantization=args.quantization,
-        teacher=args.teacher,
-        augment=args.augment,
-    )
-    try:
-        result = run_pipeline(cfg)
-    except PipelineError as err:
-        print(f"ladeda pipeline: {err}")
-        return 1
-    print(f"report: {result.report}")
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pipeline",
-        help="data → teacher → students → evaluation → verified TFLite exports, with a report",
-        description="Run the whole LaDeDa → Tiny-LaDeDa path and write OUTPUT/report.md. Finished stages are reused.",
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="dataset root (WildRF layout, class folder or CSV); default: the toy set",
-    )
-    p.add_argument("--output", type=Path, default=None, help="output folder (default: runs/pipeline)")
-    p.add_argument("--force", action="store_true", help="rebuild every stage instead of reusing artifacts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
-    p.add_argument(
-        "--teacher",
-        default="auto",
-        choices=("auto", "train"),
-        help="auto: the published teacher if present, else the shipped toy teacher on the default toy data, else "
-        "train one on the data; train: always train a compact teacher on the data",
-    )
-    p.add_argument(
-        "--quantization",
-        default="all",
-        choices=("none", "float16", "dynamic_range", "int8", "all"),
-        help="which TFLite files to produce (default: all)",
-    )
-    p.add_argument(
-        "--augment",
-        nargs="?",
-        const="on",
-        default="off",
-        metavar="SPEC",
-        help="train both students with blur/rescale/JPEG augmentation (bare --augment = the platform preset; "
-        "see ladeda train-student --help). Finished students are reused: add --force after changing it",
-    )
-    p.set_defaults(func=_run_cli)
