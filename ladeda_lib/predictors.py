@@ -206,6 +206,19 @@ class ExportedPredictor(Predictor):
 
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    kind = ""  # the format's name in messages
+
+    def __init__(self, path: str | Path, threads: int | None = None, pooling: KSpec = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.kind} file not found: {self.path}")
+        self.threads = resolve_threads(threads)
+        self.inputs, self.outputs = self._open()
+        self._setup(pooling)
+
+    def _open(self) -> tuple[list[TensorInfo], list[TensorInfo]]:  # pragma: no cover - per backend
+        """Load the file; its (inputs, outputs)."""
+        raise NotImplementedError
 
     def _setup(self, pooling: KSpec = None) -> None:
         if len(self.inputs) != 1:
@@ -293,13 +306,11 @@ class OnnxPredictor(ExportedPredictor):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, pooling: KSpec = None) -> None:
+    kind = "ONNX"
+
+    def _open(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         import onnxruntime as ort
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file not found: {self.path}")
-        self.threads = resolve_threads(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         try:
@@ -313,9 +324,7 @@ class OnnxPredictor(ExportedPredictor):
             shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
             return TensorInfo(arg.name, shape, dtype)
 
-        self.inputs = [info(i) for i in self.session.get_inputs()]
-        self.outputs = [info(o) for o in self.session.get_outputs()]
-        self._setup(pooling)
+        return [info(i) for i in self.session.get_inputs()], [info(o) for o in self.session.get_outputs()]
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input.name: batch})
@@ -329,13 +338,11 @@ class TFLitePredictor(ExportedPredictor):
 
     backend = "litert"
 
-    def __init__(self, path: str | Path, threads: int | None = None, pooling: KSpec = None) -> None:
+    kind = "TFLite"
+
+    def _open(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"TFLite file not found: {self.path}")
-        self.threads = resolve_threads(threads)
         try:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
             self.interpreter.allocate_tensors()
@@ -354,9 +361,7 @@ class TFLitePredictor(ExportedPredictor):
 
         self._input_details = self.interpreter.get_input_details()
         self._output_details = self.interpreter.get_output_details()
-        self.inputs = [info(d) for d in self._input_details]
-        self.outputs = [info(d) for d in self._output_details]
-        self._setup(pooling)
+        return [info(d) for d in self._input_details], [info(d) for d in self._output_details]
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         detail = self._input_details[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +34,13 @@ def export_pixel_onnx(graph: PixelInputStudent, path: str | Path, image_size: in
     float → ``logit`` [, ``patch_logits``]; checked against PyTorch with onnxruntime (relative 1e-4)."""
     import onnx
 
-    from ladeda_lib.export.onnx_export import DEFAULT_OPSET, run_onnxruntime
+    from ladeda_lib.export.onnx_export import check_against_onnxruntime, trace_to_onnx
 
     path = Path(path)
     example = torch.randint(-128, 128, (1, 3, image_size, image_size), generator=torch.Generator().manual_seed(0))
     example = example.float()
     names = [LOGIT_NAME, PATCH_NAME] if graph.with_patches else [LOGIT_NAME]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            input_names=[PIXEL_INPUT_NAME],
-            output_names=names,
-            opset_version=DEFAULT_OPSET,
-            dynamo=False,
-            do_constant_folding=True,
-        )
-        expected = graph(example)
+    expected = trace_to_onnx(graph, example, path, PIXEL_INPUT_NAME, names)
     # the tracer computes F.pad's pads with a chain of shape ops; onnx2tf mis-reads that chain (the patch map came
     # out 126×125 with batch 2), so fold it into constants first (onnx-graphsurgeon ships with onnx2tf)
     import onnx_graphsurgeon as gs
@@ -63,11 +49,7 @@ def export_pixel_onnx(graph: PixelInputStudent, path: str | Path, image_size: in
     folded.fold_constants().cleanup().toposort()
     onnx.save(gs.export_onnx(folded), str(path))
     onnx.checker.check_model(onnx.load(str(path)))
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for name, want, have in zip(names, expected, run_onnxruntime(path, example.numpy()), strict=True):
-        scale = max(1.0, float(want.abs().max()))
-        if float(np.abs(want.numpy() - have).max()) > 1e-4 * scale:
-            raise ExportError(f"{path}: onnxruntime output {name!r} differs from PyTorch beyond 1e-4 of {scale:.3g}")
+    check_against_onnxruntime(path, example, names, expected, 1e-4)
     return path
 
 

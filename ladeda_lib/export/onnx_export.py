@@ -128,37 +128,58 @@ def export_onnx(
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # tracing top-K records K as a constant (the input size is fixed), which is what we want
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=False,
-                do_constant_folding=True,
-            )
-            expected = wrapper(example)
+        # tracing top-K records K as a constant (the input size is fixed), which is what we want
+        expected = trace_to_onnx(wrapper, example, path, INPUT_NAME, output_names, opset)
     finally:
         model.train(was_training)
     onnx.checker.check_model(onnx.load(str(path)))
     if verify:
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = run_onnxruntime(path, example.numpy())
-        for name, want, have in zip(output_names, expected, got, strict=True):
-            diff = float(np.abs(want.numpy() - have).max())
-            scale = max(1.0, float(np.abs(want.numpy()).max()))
-            if diff > rtol * scale:
-                raise ExportError(
-                    f"{path}: onnxruntime output {name!r} differs from PyTorch by {diff:.2e} on values up to "
-                    f"{scale:.3g} (limit {rtol:.0e} of that)"
-                )
+        check_against_onnxruntime(path, example, output_names, expected, rtol)
     write_sidecar(path, describe_model(model, calibration, image_size))
     return path
+
+
+def trace_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    input_name: str,
+    output_names: list[str],
+    opset: int = DEFAULT_OPSET,
+) -> tuple[torch.Tensor, ...]:
+    """Write ``module`` traced on ``example`` to ``path`` with the TorchScript exporter (constant folding on, the
+    tracer's warnings silenced); returns ``module(example)`` as a tuple, what the file must reproduce."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=output_names,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+        expected = module(example)
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def check_against_onnxruntime(
+    path: str | Path, example: torch.Tensor, output_names: list[str], expected: tuple[torch.Tensor, ...], rtol: float
+) -> None:
+    """:class:`ExportError` unless onnxruntime's outputs on ``example`` match ``expected`` within ``rtol`` of their
+    magnitude (largest |value|, at least 1)."""
+    got = run_onnxruntime(path, example.numpy())
+    for name, want, have in zip(output_names, expected, got, strict=True):
+        diff = float(np.abs(want.numpy() - have).max())
+        scale = max(1.0, float(np.abs(want.numpy()).max()))
+        if diff > rtol * scale:
+            raise ExportError(
+                f"{path}: onnxruntime output {name!r} differs from PyTorch by {diff:.2e} on values up to "
+                f"{scale:.3g} (limit {rtol:.0e} of that)"
+            )
 
 
 def run_onnxruntime(path: str | Path, x: np.ndarray, threads: int | None = None) -> list[np.ndarray]:

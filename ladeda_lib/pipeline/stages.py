@@ -217,71 +217,59 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     teacher.model.freeze()
     artifacts["teacher"] = teacher.path
 
-    # 3. single-stage student (teacher targets are computed and cached on the way) ----------------------
-    def single_stage():
-        folder = out / "single_stage"
+    # 3. the students: each trained into its own folder, skipped when its final checkpoint is there --------------
+    common = {"seed": cfg.seed, "device": cfg.device, "cache_dir": cache, "augment": AugmentConfig.parse(cfg.augment)}
+
+    def trained(folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False):
+        folder = out / folder_name
         final = folder / "student_final.pt"
-        if _fresh(final, cfg):
+        if _fresh(final, cfg) or stale(final):
             _clear(folder)
-            scfg = StudentTrainConfig(
-                output=folder,
-                teacher=teacher.path,
-                epochs=cfg.student_epochs,
-                batch_size=cfg.student_batch_size,
-                seed=cfg.seed,
-                device=cfg.device,
-                cache_dir=cache,
-                augment=AugmentConfig.parse(cfg.augment),
-            )
-            train_student(scfg, teacher=teacher, data=training, progress=cfg.progress)
+            train(folder)
         return final
 
-    artifacts["single_stage"] = run.stage("single-stage student", single_stage)
+    # single-stage (the teacher targets are computed and cached on the way)
+    def single_stage(folder: Path) -> None:
+        scfg = StudentTrainConfig(
+            output=folder, teacher=teacher.path, epochs=cfg.student_epochs, batch_size=cfg.student_batch_size, **common
+        )
+        train_student(scfg, teacher=teacher, data=training, progress=cfg.progress)
 
-    # 3b. the baseline: the same student, same epochs, labels only (no teacher) ---------------------------
-    def label_only_stage():
-        folder = out / "label_only"
-        final = folder / "student_final.pt"
-        if _fresh(final, cfg):
-            _clear(folder)
-            scfg = StudentTrainConfig(
-                output=folder,
-                epochs=cfg.student_epochs,
-                batch_size=cfg.student_batch_size,
-                alpha_distill=0.0,
-                alpha_task=1.0,
-                augment=AugmentConfig.parse(cfg.augment),
-                seed=cfg.seed,
-                device=cfg.device,
-                cache_dir=cache,
-            )
-            train_student(scfg, data=training, progress=cfg.progress)
-        return final
+    artifacts["single_stage"] = run.stage("single-stage student", lambda: trained("single_stage", single_stage))
 
-    artifacts["label_only"] = run.stage("label-only student", label_only_stage)
+    # the baseline: the same student, same epochs, labels only (no teacher)
+    def label_only(folder: Path) -> None:
+        scfg = StudentTrainConfig(
+            output=folder,
+            epochs=cfg.student_epochs,
+            batch_size=cfg.student_batch_size,
+            alpha_distill=0.0,
+            alpha_task=1.0,
+            **common,
+        )
+        train_student(scfg, data=training, progress=cfg.progress)
 
-    # 4. two-stage student -------------------------------------------------------------------------------
-    def two_stage():
-        folder = out / "two_stage"
-        final = folder / "student_final.pt"
-        if _fresh(final, cfg) or final.stat().st_mtime < artifacts["single_stage"].stat().st_mtime:
-            _clear(folder)
-            tcfg = TwoStageTrainConfig(
-                output=folder,
-                teacher=teacher.path,
-                init=artifacts["single_stage"],
-                epochs_s1=cfg.epochs_s1,
-                epochs_s2=cfg.epochs_s2,
-                batch_size=cfg.two_stage_batch_size,
-                seed=cfg.seed,
-                device=cfg.device,
-                cache_dir=cache,
-                augment=AugmentConfig.parse(cfg.augment),
-            )
-            train_student_two_stage(tcfg, teacher=teacher, data=training, progress=cfg.progress)
-        return final
+    artifacts["label_only"] = run.stage("label-only student", lambda: trained("label_only", label_only))
 
-    artifacts["two_stage"] = run.stage("two-stage student", two_stage)
+    # two-stage, from the single-stage student (retrained when that one is newer)
+    def two_stage(folder: Path) -> None:
+        tcfg = TwoStageTrainConfig(
+            output=folder,
+            teacher=teacher.path,
+            init=artifacts["single_stage"],
+            epochs_s1=cfg.epochs_s1,
+            epochs_s2=cfg.epochs_s2,
+            batch_size=cfg.two_stage_batch_size,
+            **common,
+        )
+        train_student_two_stage(tcfg, teacher=teacher, data=training, progress=cfg.progress)
+
+    def older_than_single_stage(final: Path) -> bool:
+        return final.stat().st_mtime < artifacts["single_stage"].stat().st_mtime
+
+    artifacts["two_stage"] = run.stage(
+        "two-stage student", lambda: trained("two_stage", two_stage, older_than_single_stage)
+    )
 
     # 5. evaluation ----------------------------------------------------------------------------------------
     def evaluation_stage():
