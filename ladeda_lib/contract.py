@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ladeda_lib.geometry import INPUT_GEOMETRY, LayerSpec, PatchGeometry
+from ladeda_lib.jsonio import write_json
 
 #: Names of an exported graph's input and outputs — the contract every runner and converter relies on.
 INPUT_NAME = "input"
@@ -123,9 +124,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
 
 def write_sidecar(path: str | Path, record: dict[str, Any]) -> Path:
     """Write ``record`` (see :func:`describe_model`) to ``<file>.ladeda.json``; returns its path."""
-    sidecar = sidecar_path(path)
-    sidecar.write_text(json.dumps(record, indent=2) + "\n")
-    return sidecar
+    return write_json(sidecar_path(path), record)
 
 
 def geometry_to_dict(geometry: PatchGeometry) -> dict[str, Any]:

@@ -22,7 +22,6 @@ Everything is deterministic: the degradations draw no random numbers. Introduced
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ import torch
 
 from ladeda_lib.contract import sigmoid
 from ladeda_lib.data.degrade import Degradation, apply_chain, center_crop, chain_label, platform_chains, tta_chains
-from ladeda_lib.jsonio import json_safe
+from ladeda_lib.jsonio import json_safe, write_json
 
 #: Families of settings, in report order, with the x-axis each is plotted against.
 FAMILIES = {
@@ -369,7 +368,7 @@ def write_outputs(result: SweepResult, output: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "robustness.md", "json": out / "robustness.json", "png": out / "robustness.png"}
     paths["md"].write_text(format_markdown(result))
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    write_json(paths["json"], result.to_dict())
     fig = plot_sweeps({Path(result.model).name: result}, path=paths["png"])
     plt.close(fig)
     return paths

@@ -3,11 +3,10 @@
 import json
 
 from ladeda_lib import cli
-from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
 
 
-def test_training_commands_end_to_end(tmp_path, capsys):
-    data = make_toy_dataset(tmp_path / "toy", seed=2, config=ToyConfig(2, 2, 1), progress=False)
+def test_training_commands_end_to_end(toy_data, tmp_path, capsys):
+    data = toy_data
     common = ["--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
     teacher = tmp_path / "teacher.pt"
     assert cli.main(["train-teacher", *common, "--output", str(teacher), "--width", "2", "--epochs", "1",

@@ -38,25 +38,37 @@ def data():
     return calibration, calibration_labels, test_images, test_labels
 
 
-def test_choose_clamp_keeps_every_decision(data):
-    calibration, labels, _, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+@pytest.fixture(scope="module")
+def wildrf_like(data):
+    """The WildRF-like stand-in, built once (about 3 s idle, 13 s on a busy 2-core machine)."""
+    return stand_in("wildrf_like", data[0], data[1])
+
+
+@pytest.fixture(scope="module")
+def forensynth_like(data):
+    return stand_in("forensynth_like", data[0], data[1])
+
+
+def test_choose_clamp_keeps_every_decision(data, wildrf_like):
+    calibration = data[0]
+    model = wildrf_like
     bound = choose_clamp(model, calibration, max_shift=1.0)
+    assert bound is not None  # measured: 332 for this stand-in, against patch logits up to about ±600
     x = torch.from_numpy(normalised_images(calibration))
     with torch.no_grad():
         patches = model.patch_logits(x)
         before = model.pool(patches).reshape(-1)
-        if bound is not None:
-            after = model.pool(patches.clamp(-bound, bound)).reshape(-1)
-            assert bool(((after >= 0) == (before >= 0)).all()) and bound < float(patches.abs().max())
-    assert choose_clamp(model, calibration, max_shift=0.0) is None or bound is not None
+        after = model.pool(patches.clamp(-bound, bound)).reshape(-1)
+    assert bool(((after >= 0) == (before >= 0)).all()) and bound < float(patches.abs().max())
+    # no bound that clips anything moves no image logit at all
+    assert choose_clamp(model, calibration, max_shift=0.0) is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wildrf_like", "forensynth_like"])
-def test_large_logit_students_export_to_every_format_with_all_checks(kind, data, tmp_path):
+def test_large_logit_students_export_to_every_format_with_all_checks(kind, data, tmp_path, request):
     calibration, calibration_labels, test_images, test_labels = data
-    model = stand_in(kind, calibration, calibration_labels)
+    model = request.getfixturevalue(kind)
     with torch.no_grad():
         patches = model.patch_logits(torch.from_numpy(normalised_images(test_images)))
         logits = model.pool(patches).reshape(-1).numpy()
@@ -92,15 +104,18 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
     assert int8.passed and int8.agreement >= 0.99, report.to_markdown()
     assert report.passed, report.to_markdown()
     # calibrated: the files' decisions are no longer "everything is fake"
-    pytorch_decisions = report.row("pytorch").accuracy
-    assert pytorch_decisions is not None and (decision is None or pytorch_decisions > 0.6)
+    pytorch_accuracy = report.row("pytorch").accuracy
+    if kind == "forensynth_like":
+        assert pytorch_accuracy > 0.6
+    else:  # uncalibrated, image logits around 0: the file decides as the model does
+        assert report.row("int8").agreement >= 0.99
 
 
-def test_equalize_channels_keeps_outputs_and_evens_out_ranges(data):
-    from ladeda_lib.export.int8 import equalize_channels
+def test_equalize_channels_keeps_outputs_and_evens_out_ranges(data, forensynth_like):
+    from ladeda_lib.graphs.equalize import equalize_channels
 
-    calibration, labels, _, _ = data
-    model = stand_in("forensynth_like", calibration, labels)
+    calibration = data[0]
+    model = forensynth_like
     equalized = equalize_channels(model, calibration)
     x = torch.from_numpy(normalised_images(calibration[:8]))
     with torch.no_grad():
@@ -185,9 +200,9 @@ def test_pixel_graph_refuses_npr_and_the_calibration_range_is_exact(data):
     assert float(pixels.min()) == -128 and float(pixels.max()) == 127
 
 
-def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, tmp_path):
-    calibration, labels, test_images, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, wildrf_like, tmp_path):
+    test_images = data[2]
+    model = wildrf_like
     graph = PixelInputStudent(model, with_patches=True)
     path = export_pixel_onnx(graph, tmp_path / "pixels.onnx")
     predictor = load_predictor(path, threads=1)
@@ -256,9 +271,10 @@ def test_int8_round_has_256_levels_with_zero_among_them_and_clips():
     assert torch.equal(shifted >= 0, t >= 0)
 
 
-def test_bias_correction_brings_the_simulated_int8_file_closer_to_float(data):
+@pytest.mark.slow  # simulates int8 rounding layer by layer over 48 images, twice: about 30 s on 2 busy cores
+def test_bias_correction_brings_the_simulated_int8_file_closer_to_float(data, wildrf_like):
     calibration, labels, test_images, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+    model = wildrf_like
     fitted = fit_calibration(
         model(torch.from_numpy(normalised_images(calibration))).detach().numpy().reshape(-1), labels.numpy()
     )

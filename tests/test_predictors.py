@@ -32,13 +32,6 @@ def randomise_bn(model: nn.Module, seed: int = 0, var_scale: float = 1.0) -> nn.
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def student_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    model = TinyLaDeDa().eval()
-    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "s.onnx", with_patches=True)
-
-
 def test_onnx_runner_loops_over_a_batch_and_matches_pytorch(student_onnx):
     model, path = student_onnx
     runner = load_predictor(path, threads=1)

@@ -56,7 +56,7 @@ def test_place_heatmap_follows_receptive_field_geometry() -> None:
     heat[0:5, 0:5] = 8.0  # hot patches in the top-left corner of the 256 grid
     placed = place_heatmap(heat, (512, 300), model.geometry())
     assert placed.shape == (300, 512) and placed.dtype == np.float32
-    assert 0.0 <= placed.min() and placed.max() <= 1.0
+    assert placed.max() == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-4)  # logits placed, then their sigmoid
     # patches 0..4 (stride 2, RF 7, offset -1) cover model pixels 0..13 → ~0..27 of 512 wide, ~0..16 of 300 high
     assert placed[:10, :20].mean() > 0.9 and placed[50:, 60:].max() < 0.01
     teacher_map = place_heatmap(np.zeros((31, 31), np.float32), (64, 48))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladeda_lib.contract import INPUT_NAME
+from ladeda_lib.contract import INPUT_NAME, read_sidecar, write_sidecar
 from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
 from ladeda_lib.export.onnx_export import check_writable_folder, topk_k_as_constant_nodes
@@ -121,7 +121,8 @@ def convert_to_tflite(
         quiet: hide onnx2tf's and TensorFlow's console output (shown on failure).
 
     Returns:
-        ``{format: path}`` in the order of ``quantizations``.
+        ``{format: path}`` in the order of ``quantizations``; each file gets the ONNX file's sidecar
+        (``<file>.ladeda.json``: architecture, geometry, decision calibration), with its own ``format``.
 
     Raises:
         ExportError: unknown format, int8 without calibration, wrong calibration shape, failed conversion.
@@ -139,6 +140,7 @@ def convert_to_tflite(
     import onnx
 
     model = onnx.load(str(onnx_path))
+    record = read_sidecar(onnx_path)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     input_name = model.graph.input[0].name
     calib = None if representative is None else normalised_images(representative)
@@ -195,6 +197,8 @@ def convert_to_tflite(
                 raise ExportError(f"onnx2tf did not produce the {q} file for {onnx_path}:\n{_log_tail(log_path)}")
             target = output_dir / f"{stem}_{q}.tflite"
             shutil.copyfile(produced, target)
+            if record is not None:  # the file describes itself as its ONNX source does
+                write_sidecar(target, {**record, "format": q})
             results[q] = target
     return results
 

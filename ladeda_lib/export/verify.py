@@ -11,7 +11,6 @@ Introduced in notebook 07.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from ladeda_lib.contract import DecisionCalibration
 from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
+from ladeda_lib.jsonio import write_json
 from ladeda_lib.models import PatchDetector
 from ladeda_lib.predictors import load_predictor
 from ladeda_lib.timing import measure_latency_ms, resolve_threads
@@ -153,7 +153,7 @@ class VerificationReport:
         folder = Path(folder)
         md, js = folder / f"{stem}_verification.md", folder / f"{stem}_verification.json"
         md.write_text(f"# Export verification: {stem}\n\n{self.to_markdown()}\n")
-        js.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(js, self.to_dict())
         return md, js
 
 
