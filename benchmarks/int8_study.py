@@ -183,7 +183,7 @@ def main() -> int:
             candidates = {
                 "float graph as exported": {"fuse": True},
                 "factorised": {"fuse": False},
-                "factorised + calibrated": {"fuse": False, "calibration": fitted},
+                "factorised + calibrated": {"fuse": False, "decision_calibration": fitted},
                 "factorised + clamp": {"fuse": False, "clamp": clamp},
             }
             for name, kwargs in candidates.items():
@@ -196,7 +196,7 @@ def main() -> int:
                 options = {k: v for k, v in kwargs.items() if k != "clamp"}
                 onnx = export_onnx(source, Path(tmp) / f"{stem}.onnx", with_patches=True, **options)
                 path = convert_to_tflite(onnx, tmp, ("int8",), representative=calib, stem=stem)["int8"]
-                cal = kwargs.get("calibration")
+                cal = kwargs.get("decision_calibration")
                 rows.append((kind, name, kwargs.get("clamp"), score(model, path, x, y, cal), time.perf_counter() - t0))
                 if name in ("float graph as exported", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))

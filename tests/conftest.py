@@ -120,6 +120,6 @@ def exported_student(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "network": network,
         "report": report,
         "test": (test_images, test_labels),
-        "calibration": representative,
+        "representative": representative,
         "folder": folder,
     }

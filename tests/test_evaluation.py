@@ -86,7 +86,11 @@ def test_evaluate_model_per_split_and_platform(toy_data):
     platform_aps = [groups[f"test/{p}"]["ap"] for p in ("reddit", "twitter", "facebook")]
     assert report["mAP"] == pytest.approx(float(np.mean(platform_aps)))
     loc = report["localisation"]
-    spliced = [x for x in detect_dataset(toy_data).samples if x.mask is not None and x.label == 1 and x.split in ("val", "test")]
+    spliced = [
+        x
+        for x in detect_dataset(toy_data).samples
+        if x.mask is not None and x.label == 1 and x.split in ("val", "test")
+    ]
     assert loc["n_images"] == len(spliced) >= 1
     assert loc["pixel_auc"] == pytest.approx(float(np.nanmean(loc["per_image"])))
 

@@ -82,12 +82,16 @@ def test_report_is_written_and_a_failed_check_is_reported(exported_student):
 def test_pytorch_quantizer_compared_with_tflite_dynamic_range(exported_student):
     x = exported_student["test"][0][:6]
     # TFLite keeps tensors < 1024 weights in float; with the same rule both sides equal the float model
-    same_rule = compare_with_pytorch_quantizer(exported_student["model"], exported_student["files"]["dynamic_range"], x, min_elements=1024)
+    same_rule = compare_with_pytorch_quantizer(
+        exported_student["model"], exported_student["files"]["dynamic_range"], x, min_elements=1024
+    )
     with torch.no_grad():  # differences relative to the logit scale (this student's logits reach tens)
         scale = max(1.0, exported_student["model"](normalise(x)).abs().max().item())
     assert same_rule["pytorch_quantized_vs_float"] == 0
     assert same_rule["pytorch_quantized_vs_tflite_dynamic_range"] < 1e-5 * scale
-    every_weight = compare_with_pytorch_quantizer(exported_student["model"], exported_student["files"]["dynamic_range"], x)
+    every_weight = compare_with_pytorch_quantizer(
+        exported_student["model"], exported_student["files"]["dynamic_range"], x
+    )
     # seeds 0-4 of train_student, both kernel paths: 0.002 to 0.017 of the scale (same rule: <= 2.5e-7)
     assert 0 < every_weight["pytorch_quantized_vs_float"] < 0.05 * scale
 

@@ -98,7 +98,11 @@ def export_model(
     formats = formats_for(quantization)
     folder = check_writable_folder(output.parent)
     onnx_path = export_onnx(
-        model, folder / f"{output.stem}.onnx", with_patches=with_patches, fuse=fuse, calibration=decision_calibration
+        model,
+        folder / f"{output.stem}.onnx",
+        with_patches=with_patches,
+        fuse=fuse,
+        decision_calibration=decision_calibration,
     )
     float_formats = tuple(f for f in formats if f != "int8")
     produced = {}
@@ -133,7 +137,7 @@ def export_model(
             latency_runs,
             threads,
             progress=progress,
-            calibration=decision_calibration,
+            decision_calibration=decision_calibration,
         )
         result.report_files = result.report.write(folder, output.stem)
     return result

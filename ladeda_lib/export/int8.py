@@ -225,7 +225,7 @@ def _convert_factorised(
             Path(tmp) / f"{stem}.onnx",
             with_patches=with_patches,
             fuse=False,
-            calibration=decision_calibration,
+            decision_calibration=decision_calibration,
         )
         path = convert_to_tflite(source, folder, ("int8",), representative=x, nhwc=nhwc, stem=stem)["int8"]
     return path, {"graph": "factorised stem" + (", channels equalized" if source_model is not model else "")}

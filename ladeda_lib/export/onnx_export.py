@@ -40,7 +40,7 @@ class ExportableDetector(nn.Module):
     * ``fuse``: Tiny-LaDeDa with a fixed filter (or raw input) runs as the deployed graph of
       :func:`~ladeda_lib.graphs.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
       convolution, full-resolution maps in column pairs, a pre-sorted top-K): the same outputs, less time.
-    * ``calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
+    * ``decision_calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
       calibrated ones (top-K mean and this affine map commute).
     """
 
@@ -50,14 +50,14 @@ class ExportableDetector(nn.Module):
         with_patches: bool = False,
         *,
         fuse: bool = True,
-        calibration: DecisionCalibration | None = None,
+        decision_calibration: DecisionCalibration | None = None,
         image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
         self.model = deployable_student(model, image_size) if fuse and has_fusable_stem(model) else model
         self.with_patches = with_patches
-        self.offset = 0.0 if calibration is None else float(calibration.offset)
-        self.temperature = 1.0 if calibration is None else float(calibration.temperature)
+        self.offset = 0.0 if decision_calibration is None else float(decision_calibration.offset)
+        self.temperature = 1.0 if decision_calibration is None else float(decision_calibration.temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.patch_logits(x)
@@ -94,7 +94,7 @@ def export_onnx(
     rtol: float = 1e-4,
     *,
     fuse: bool = True,
-    calibration: DecisionCalibration | None = None,
+    decision_calibration: DecisionCalibration | None = None,
 ) -> Path:
     """Export ``model`` to ONNX: ``input`` (1, 3, S, S) float32 → ``logit`` (1, 1) [, ``patch_logits``].
 
@@ -111,7 +111,7 @@ def export_onnx(
         verify: compare onnxruntime with PyTorch right away.
         rtol: largest allowed difference for ``verify``, relative to the output's magnitude (a published
             checkpoint's logits run into the thousands, where float32 itself differs by more than 1e-4).
-        fuse, calibration: see :class:`ExportableDetector` (``calibration`` is the decision calibration).
+        fuse, decision_calibration: see :class:`ExportableDetector`.
         The file's sidecar (:func:`~ladeda_lib.contract.describe_model`: architecture, config, patch geometry,
         input size, decision calibration) is written next to it.
 
@@ -124,7 +124,9 @@ def export_onnx(
     check_writable_folder(path.parent)
     was_training = model.training
     model = model.eval().cpu()
-    wrapper = ExportableDetector(model, with_patches, fuse=fuse, calibration=calibration, image_size=image_size).eval()
+    wrapper = ExportableDetector(
+        model, with_patches, fuse=fuse, decision_calibration=decision_calibration, image_size=image_size
+    ).eval()
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
@@ -135,7 +137,7 @@ def export_onnx(
     onnx.checker.check_model(onnx.load(str(path)))
     if verify:
         check_against_onnxruntime(path, example, output_names, expected, rtol)
-    write_sidecar(path, describe_model(model, calibration, image_size))
+    write_sidecar(path, describe_model(model, decision_calibration, image_size))
     return path
 
 

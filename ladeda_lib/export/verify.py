@@ -198,7 +198,7 @@ def verify_exports(
     threads: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    calibration: DecisionCalibration | None = None,
+    decision_calibration: DecisionCalibration | None = None,
 ) -> VerificationReport:
     """Check every exported file against ``model`` on ``images``.
 
@@ -213,7 +213,8 @@ def verify_exports(
         threads: threads for every backend (None: :func:`~ladeda_lib.timing.resolve_threads`).
         batch_size: PyTorch reference batch size.
         progress: show a progress bar over the files.
-        calibration: the calibration baked into the exported graphs (applied to the PyTorch reference).
+        decision_calibration: the decision calibration baked into the exported graphs (applied to the PyTorch
+            reference).
 
     Returns:
         a :class:`VerificationReport`; ``report.passed`` is False when any check failed.
@@ -235,8 +236,8 @@ def verify_exports(
         ]
         ref_logit = torch.cat([o[0] for o in outs]).numpy()
         ref_patch = torch.cat([o[1] for o in outs]).numpy()
-        if calibration is not None:  # the exported graphs carry the calibration: compare like with like
-            ref_logit, ref_patch = calibration.apply(ref_logit), calibration.apply(ref_patch)
+        if decision_calibration is not None:  # the exported graphs carry it: compare like with like
+            ref_logit, ref_patch = decision_calibration.apply(ref_logit), decision_calibration.apply(ref_patch)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
