@@ -168,7 +168,7 @@ class InferencePipeline:
             )
         self.threshold = float(threshold)
         self.unsure = None if unsure is None else (float(unsure[0]), float(unsure[1]))
-        self.pool_override = TopKPool(pooling) if pooling is not None else None
+        self.pooling = pooling  # the predictor pools with it; kept for the repr
         self.batch_size = int(batch_size)
         self.num_workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
         self.model: PatchDetector | None = None
@@ -205,7 +205,7 @@ class InferencePipeline:
         return None if self.calibrated else NO_CALIBRATION_NOTE
 
     def __repr__(self) -> str:
-        pool = "model's" if self.pool_override is None else self.pool_override.extra_repr()
+        pool = "model's" if self.pooling is None else TopKPool(self.pooling).extra_repr()
         return f"InferencePipeline({self.backend}: {self.source}, pooling={pool}, threshold={self.threshold})"
 
     # -- geometry -------------------------------------------------------------------------------------
