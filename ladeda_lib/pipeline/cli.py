@@ -29,6 +29,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ladeda pipeline``."""
     p = subparsers.add_parser(
         "pipeline",
         help="data → teacher → students → evaluation → verified TFLite exports, with a report",
