@@ -125,8 +125,8 @@ def test_nhwc_from_a_simplified_graph_converts_offline(exported_student, tmp_pat
     assert topk_k_as_constant_nodes(onnx.load(str(simplified))) == 1  # the user's copy still has it
 
 
-def test_int8_without_calibration_and_bad_calibration_are_clear_errors(exported_student, tmp_path):
-    with pytest.raises(ExportError, match="calibration"):
+def test_int8_without_representative_images_and_bad_ones_are_clear_errors(exported_student, tmp_path):
+    with pytest.raises(ExportError, match="needs representative images"):
         convert_to_tflite(exported_student["onnx"], tmp_path, ["int8"])
     with pytest.raises(ExportError, match=r"expects \(3, 256, 256\)"):
         convert_to_tflite(

@@ -7,8 +7,8 @@ Three habits of onnx2tf are tamed here:
 * It **rewrites its input .onnx in place** — we convert a copy in a temporary working folder, so the
   user's file is never touched.
 * It **downloads a sample-image file** whenever every input is a 4-D, 3-channel image (even for float
-  conversion) and int8 calibration has no data. We keep the input NCHW (then it is not a 3-channel-last
-  image), always pass our own calibration data, and place a locally made sample file in the working folder
+  conversion) and int8 quantization has no representative data. We keep the input NCHW (then it is not a
+  3-channel-last image), always pass our own representative images, and place a locally made sample file in the working folder
   (onnx2tf reads it from the current directory first). Nothing is requested from the network.
 * It prints a lot — its output goes to a log that is shown only when something fails.
 
@@ -55,11 +55,11 @@ _ONNX2TF_SUFFIX = {
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-def _sample_file_data(calibration: np.ndarray | None) -> np.ndarray:
-    """20 NHWC 128×128 images in [0, 1] for onnx2tf's own sanity check (never used for calibration)."""
-    if calibration is None:
+def _sample_file_data(representative: np.ndarray | None) -> np.ndarray:
+    """20 NHWC 128×128 images in [0, 1] for onnx2tf's own sanity check (never used for the int8 ranges)."""
+    if representative is None:
         return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
-    images = torch.from_numpy(calibration[:20])
+    images = torch.from_numpy(representative[:20])
     images = INPUT_GEOMETRY.denormalize(images).clamp(0, 1)
     images = torch.nn.functional.interpolate(images, size=(128, 128), mode="bilinear", antialias=True)
     if images.shape[0] < 20:
@@ -125,7 +125,8 @@ def convert_to_tflite(
         (``<file>.ladeda.json``: architecture, geometry, decision calibration), with its own ``format``.
 
     Raises:
-        ExportError: unknown format, int8 without calibration, wrong calibration shape, failed conversion.
+        ExportError: unknown format, int8 without representative images, images of the wrong shape, failed
+            conversion.
     Introduced in notebook 07.
     """
     onnx_path = Path(onnx_path)
@@ -146,7 +147,7 @@ def convert_to_tflite(
     calib = None if representative is None else normalised_images(representative)
     if calib is not None and (len(dims) != 4 or list(calib.shape[1:]) != dims[1:]):
         raise ExportError(
-            f"calibration images have shape {tuple(calib.shape[1:])} per image, but {onnx_path.name} expects "
+            f"representative images have shape {tuple(calib.shape[1:])} per image, but {onnx_path.name} expects "
             f"{tuple(dims[1:])} (input {input_name!r})"
         )
     if "int8" in quantizations and calib is None:
