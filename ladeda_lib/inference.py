@@ -35,6 +35,7 @@ from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry
 from ladeda_lib.models import PatchDetector, TopKPool
 from ladeda_lib.models.pooling import KSpec
 from ladeda_lib.predictors import Predictor, TorchPredictor, load_predictor
+from ladeda_lib.runner import predict
 
 #: Keys of every result dict returned by :meth:`InferencePipeline.predict`.
 RESULT_KEYS = (
@@ -228,12 +229,8 @@ class InferencePipeline:
         The logit is the one the predictor pools (with ``pooling``: the override's top-K), never pooled again."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a batch (B, 3, H, W), got {tuple(x.shape)}")
-        out_logit, out_patches = self.predictor(x)
-        logits = np.asarray(out_logit, dtype=np.float32).reshape(-1)
-        patches = None
-        if out_patches is not None:
-            patches = np.asarray(out_patches, dtype=np.float32).reshape(x.shape[0], *np.shape(out_patches)[-2:])
-        return logits, patches
+        logits, patches = predict(self.predictor, x, batch_size=len(x), keep_patches=True)  # the one scoring loop
+        return logits.numpy(), None if patches is None else patches[:, 0].numpy()
 
     def _result(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
         probability = float(sigmoid(logit))
