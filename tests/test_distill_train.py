@@ -247,16 +247,17 @@ def test_two_stage_resume_inside_stage_two_matches_uninterrupted(tmp_path, data,
     assert _changed(_state(whole.model), _state(resumed.model)) == set()
 
 
-def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
-    from ladeda_lib.distill.train import calibrate_offset
-    from ladeda_lib.evaluation import binary_metrics, predict
+def test_decision_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
+    from ladeda_lib.distill.offset import fit_decision_offset
+    from ladeda_lib.evaluation import binary_metrics
+    from ladeda_lib.runner import predict
 
     torch.manual_seed(5)
     model = TinyLaDeDa()
     with torch.no_grad():
         model.fc.bias.fill_(3.0)  # everything looks fake
     before, _ = predict(model, data.train.images)
-    shift = calibrate_offset(model, data.train.images, data.train.labels)
+    shift = fit_decision_offset(model, data.train.images, data.train.labels)
     after, _ = predict(model, data.train.images)
     torch.testing.assert_close(after, before + shift, rtol=0, atol=1e-4)
     assert binary_metrics(data.train.labels, after)["ap"] == binary_metrics(data.train.labels, before)["ap"]
@@ -264,8 +265,9 @@ def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
     assert bce(after, data.train.labels.float()) < bce(before, data.train.labels.float())
 
 
-def test_calibrate_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alone(data, monkeypatch):
-    from ladeda_lib.distill.train import calibrate_offset
+def test_decision_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alone(data, monkeypatch):
+    from ladeda_lib.distill import offset as offset_module
+    from ladeda_lib.distill.offset import fit_decision_offset
 
     mask = torch.zeros(len(data.train), dtype=torch.bool)
     mask[::3] = True
@@ -274,35 +276,42 @@ def test_calibrate_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alon
     model = TinyLaDeDa()
     reference = TinyLaDeDa()
     reference.load_state_dict(model.state_dict())
-    want = calibrate_offset(reference, data.train.images[mask], data.train.labels[mask])
+    want = fit_decision_offset(reference, data.train.images[mask], data.train.labels[mask])
 
     seen: list[int] = []
-    original = train_module.predict
+    original = offset_module.predict
 
     def counting_predict(m, images, *args, **kwargs):
         seen.append(images.shape[0])
         return original(m, images, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "CALIBRATION_CHUNK", 2)
-    monkeypatch.setattr(train_module, "predict", counting_predict)
-    got = calibrate_offset(model, data.train.images, data.train.labels, mask=mask)
+    monkeypatch.setattr(offset_module, "OFFSET_CHUNK", 2)
+    monkeypatch.setattr(offset_module, "predict", counting_predict)
+    got = fit_decision_offset(model, data.train.images, data.train.labels, mask=mask)
     assert seen and max(seen) <= 2 and sum(seen) == int(mask.sum())  # never all selected rows at once
     assert got == pytest.approx(want, abs=1e-5)
     torch.testing.assert_close(model.fc.bias, reference.fc.bias, rtol=0, atol=1e-5)
 
 
-def test_training_calibrates_only_fc_bias_and_records_it(tmp_path, data, teacher):
-    plain = train_student(_cfg(tmp_path, "plain", calibrate=False), teacher=teacher, data=data, progress=False)
+def test_training_fits_only_the_decision_offset_and_records_it(tmp_path, data, teacher):
+    plain = train_student(_cfg(tmp_path, "plain", fit_offset=False), teacher=teacher, data=data, progress=False)
     tuned = train_student(_cfg(tmp_path, "tuned"), teacher=teacher, data=data, progress=False)
-    assert "calibration" not in json.loads(plain.log_path.read_text())
+    assert "decision_offset" not in json.loads(plain.log_path.read_text())
     log = json.loads(tuned.log_path.read_text())
-    shift = log["calibration"]["offset"]
+    shift = log["decision_offset"]["offset"]
     assert _changed(_state(plain.model), _state(tuned.model)) <= {"fc.bias"}
     torch.testing.assert_close(tuned.model.fc.bias, plain.model.fc.bias + shift)
     saved = load_checkpoint(tuned.final_path, expected="TinyLaDeDa")
-    assert saved.metadata["calibration_offset"] == shift
+    assert saved.metadata["decision_offset"] == shift
     torch.testing.assert_close(saved.model.fc.bias, tuned.model.fc.bias)
-    assert log["calibration"]["val_after"]["ap"] == pytest.approx(log["calibration"]["val_before"]["ap"])
+    assert log["decision_offset"]["val_after"]["ap"] == pytest.approx(log["decision_offset"]["val_before"]["ap"])
+    assert any(n.startswith("decision offset fitted") for n in log["notes"])
+    # the best checkpoint gets its own offset, fitted to its own weights, in the same run (no rewrite after fit)
+    best_plain = load_checkpoint(plain.best_path, expected="TinyLaDeDa")
+    best_tuned = load_checkpoint(tuned.best_path, expected="TinyLaDeDa")
+    best_shift = best_tuned.metadata["decision_offset"]
+    torch.testing.assert_close(best_tuned.model.fc.bias, best_plain.model.fc.bias + best_shift)
+    assert "decision_offset" not in best_plain.metadata
 
 
 def test_labelled_subset_is_stratified_and_deterministic():

@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ladeda_lib.data.augment import AugmentConfig
 from ladeda_lib.models import DEFAULT_TOPK
 from ladeda_lib.paths import weights_dir
@@ -106,7 +104,7 @@ class StudentOptions(RunOptions):
     label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
-    calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
+    fit_offset: bool = True  # fit the decision offset (fc.bias) on the training images after training
     # Training-time degradations of the student's input (see targets for what the teacher scores).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # "consistent": the teacher scores the same augmented batch the student sees, on the fly (Beyer et al.,
@@ -165,22 +163,3 @@ class TwoStageTrainConfig(StudentOptions):
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "two_stage"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, else mps, else cpu; other names are checked and returned."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: Apple MPS is not available on this machine; use cpu or auto")
-    if dev.type not in {"cpu", "cuda", "mps"}:
-        raise ValueError(f"--device {name}: expected one of auto, cpu, cuda, mps")
-    return dev

@@ -16,35 +16,34 @@ targets, the teacher run on the augmented batch itself (:class:`StudentTask`). I
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ladeda_lib.checkpoints import Checkpoint, load_checkpoint
 from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
-from ladeda_lib.data.tensors import release_pages
 from ladeda_lib.distill.config import (
     STAGE1_FROZEN,
     STAGE2_FROZEN,
     StudentTrainConfig,
     TwoStageTrainConfig,
-    resolve_device,
 )
 from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data
-from ladeda_lib.distill.loop import Stage, TrainResult, fit, write_log
+from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.distill.loss import distillation_loss, target_scale
+from ladeda_lib.distill.offset import decision_offset_hook
 from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets, teacher_hash
 from ladeda_lib.distill.teacher import get_teacher
-from ladeda_lib.evaluation import binary_metrics, predict
+from ladeda_lib.evaluation import binary_metrics
 from ladeda_lib.geometry import align_indices
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
 from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import published
+from ladeda_lib.runner import predict
+from ladeda_lib.timing import resolve_device
 
 
 class StudentTask:
@@ -256,93 +255,6 @@ def _no_targets(n: int, grid: int) -> TeacherTargets:
     return TeacherTargets(torch.zeros(n, 1, grid, grid), torch.zeros(n, 1), "", "")
 
 
-#: Images per :func:`predict` call when only some rows of a (memory-mapped) image tensor are used.
-CALIBRATION_CHUNK = 256
-
-
-def _pooled_logits(
-    model: PatchDetector, images: torch.Tensor, mask: torch.Tensor | None, batch_size: int, device: str
-) -> torch.Tensor:
-    """Pooled logits (M,) of the rows of ``images`` (N, 3, S, S) where ``mask`` (N,) bool is true (all if None).
-
-    The selected rows are gathered ``CALIBRATION_CHUNK`` at a time: ``images[mask]`` would copy every one of
-    them into memory at once (590 MB for 3,000 images of a memory-mapped cache).
-    """
-    if mask is None or bool(mask.all()):
-        return predict(model, images, batch_size, device)[0]
-    rows = mask.nonzero().flatten()
-    parts = []
-    for lo in range(0, len(rows), CALIBRATION_CHUNK):
-        parts.append(predict(model, images[rows[lo : lo + CALIBRATION_CHUNK]], batch_size, device)[0])
-        release_pages()
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def calibrate_offset(
-    model: PatchDetector,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 32,
-    device: str = "cpu",
-    mask: torch.Tensor | None = None,
-) -> float:
-    """Shift ``fc.bias`` so the pooled logits fit the labels best (BCE) on these images; returns the shift.
-
-    Adding δ to ``fc.bias`` adds δ to every patch logit and hence exactly δ to the top-K pooled logit, so
-    this changes the decision threshold only — never the ranking (AP, AUC) or the heatmap's shape. It is
-    needed because the student copies the teacher's patch levels (MSE): the teacher is mean-pooled, so the
-    top 10 % of its patches are positive even on real images, and a top-K student inherits that offset
-    (accuracy at 0.5 fell to 50 % on the toy set, with AP unchanged). Fitted on the TRAINING images.
-    ``mask`` (N,) bool: fit on those rows of ``images`` / ``labels`` only (default: all), read chunk by chunk,
-    so a memory-mapped image cache is never copied whole. Works behind notebook 04.
-    """
-    logits = _pooled_logits(model, images, mask, batch_size, device)
-    target = (labels if mask is None else labels[mask]).float().reshape(-1)
-    delta = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([delta], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logits + delta, target)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    shift = float(delta.detach())
-    with torch.no_grad():
-        model.fc.bias.add_(shift)
-    return shift
-
-
-def _calibrate_outputs(result: TrainResult, prep: Prepared, cfg: StudentTrainConfig | TwoStageTrainConfig) -> None:
-    """Calibrate the final (and best) student's decision offset on the training images; rewrite the files."""
-    if not cfg.calibrate:
-        return
-    data, device = prep.data, prep.device
-    # only the images whose labels training may use (all of them unless --label-fraction is below 1)
-    mask = prep.task.labelled
-    images, labels = data.train.images, data.train.labels  # rows selected by ``mask`` chunk by chunk, not copied
-    before = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    shift = calibrate_offset(result.model, images, labels, cfg.batch_size, device, mask=mask)
-    after = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    final = load_checkpoint(result.final_path)
-    meta = {**final.metadata, "calibration_offset": shift, "val_after_calibration": after}
-    save_checkpoint(result.model, result.final_path, meta)
-    if result.best_path is not None:
-        best = load_checkpoint(result.best_path, pool=cfg.pool)
-        best_shift = calibrate_offset(best.model, images, labels, cfg.batch_size, "cpu", mask=mask)
-        save_checkpoint(best.model, result.best_path, {**best.metadata, "calibration_offset": best_shift})
-    note = (
-        f"decision offset calibrated on the training images: fc.bias {shift:+.3f}; val accuracy "
-        f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} (AP {after['ap']:.3f} unchanged)"
-    )
-    result.notes.append(note)
-    log = json.loads(result.log_path.read_text())
-    log["calibration"] = {"offset": shift, "val_before": before, "val_after": after}
-    log["notes"] = [*log.get("notes", []), note]
-    write_log(result.log_path, log)
-
-
 #: ``--schedule`` values and the :class:`~ladeda_lib.distill.loop.Stage` scheduler each one means.
 SCHEDULES = {"constant": None, "cosine": "cosine", "warmup_cosine": "warmup_cosine"}
 
@@ -359,7 +271,8 @@ def _new_student(cfg: StudentTrainConfig | TwoStageTrainConfig) -> TinyLaDeDa:
     return TinyLaDeDa(preprocess=cfg.preprocess, pool=cfg.pool)
 
 
-def _load_student(path: str | Path, pool: Any) -> TinyLaDeDa:
+def load_student(path: str | Path, pool: Any) -> TinyLaDeDa:
+    """A Tiny-LaDeDa checkpoint (or published state_dict) with the given top-K pooling."""
     return load_checkpoint(path, expected="TinyLaDeDa", pool=pool).model
 
 
@@ -374,6 +287,23 @@ def _fit_kwargs(cfg: StudentTrainConfig | TwoStageTrainConfig, prep: Prepared, p
         "progress": progress,
         "callback": callback,
     }
+
+
+def _finisher(cfg: StudentTrainConfig | TwoStageTrainConfig, prep: Prepared) -> Any:
+    """The run's finishing hook: the decision offset of the final and best student (None with ``fit_offset`` off)."""
+    if not cfg.fit_offset:
+        return None
+    train, val = prep.data.train, prep.data.val
+    # only the images whose labels training may use (all of them unless --label-fraction is below 1)
+    return decision_offset_hook(
+        train.images,
+        train.labels,
+        val.images,
+        val.labels,
+        labelled=prep.task.labelled,
+        batch_size=cfg.batch_size,
+        device=prep.device,
+    )
 
 
 def train_student(
@@ -402,7 +332,7 @@ def train_student(
     prep = prepare_student_run(cfg, teacher, data, progress)
     student = _new_student(cfg)
     if cfg.init is not None:
-        student = _load_student(cfg.init, cfg.pool)
+        student = load_student(cfg.init, cfg.pool)
         prep.notes.append(f"started from {shown(cfg.init)}")
     metadata = {
         "kind": "student",
@@ -425,10 +355,10 @@ def train_student(
         prep.task,
         cfg.resolved_output(),
         metadata=metadata,
+        finish=_finisher(cfg, prep),
         **_fit_kwargs(cfg, prep, progress, callback),
     )
     result.notes[:0] = prep.notes
-    _calibrate_outputs(result, prep, cfg)
     return result
 
 
@@ -500,7 +430,7 @@ def train_student_two_stage(
             student = warm.model
             init_path = warm.final_path
         else:
-            student = _load_student(path, cfg.pool)
+            student = load_student(path, cfg.pool)
             init_path = path
     prep.notes.append(source)
     metadata = {
@@ -536,60 +466,8 @@ def train_student_two_stage(
             checkpoint_prefix="stage2_",
         ),
     ]
-    result = fit(student, stages, prep.task, cfg.resolved_output(), metadata=metadata, **kwargs)
+    result = fit(
+        student, stages, prep.task, cfg.resolved_output(), metadata=metadata, finish=_finisher(cfg, prep), **kwargs
+    )
     result.notes[:0] = prep.notes
-    _calibrate_outputs(result, prep, cfg)
     return result
-
-
-#: The runs of the distillation ablation: name → (alpha_distill, alpha_task, label_fraction).
-ABLATION_RUNS = {
-    "label-only": (0.0, 1.0, 1.0),
-    "distilled": (0.5, 0.5, 1.0),
-    "label-only, 20 % labels": (0.0, 1.0, 0.2),
-    "distilled, 20 % labels": (0.5, 0.5, 0.2),
-}
-
-
-def train_or_load_student(
-    config: StudentTrainConfig,
-    *,
-    teacher: PatchDetector | Checkpoint | None = None,
-    data: TrainingData | None = None,
-    progress: bool = True,
-) -> TinyLaDeDa:
-    """The student ``config.resolved_output()/student_final.pt`` if it exists, else train it with :func:`train_student`.
-
-    The notebooks' "load if present, train if not": a second run of a notebook reuses its students.
-    Introduced in notebook 05.
-    """
-    final = config.resolved_output() / "student_final.pt"
-    if final.is_file():
-        return _load_student(final, config.pool)
-    return train_student(config, teacher=teacher, data=data, progress=progress).model
-
-
-def distillation_ablation(
-    base: StudentTrainConfig,
-    runs: dict[str, tuple[float, float, float]] | None = None,
-    *,
-    teacher: PatchDetector | Checkpoint | None = None,
-    data: TrainingData | None = None,
-    progress: bool = True,
-) -> dict[str, TinyLaDeDa]:
-    """Train (or load) one student per ablation run at equal budget: same epochs, batch, seed and data.
-
-    ``base`` gives everything shared (``output`` is the parent folder: each run goes to a sub-folder named
-    after it); ``runs`` maps a name to ``(alpha_distill, alpha_task, label_fraction)`` (default
-    :data:`ABLATION_RUNS`). Labels-only runs use no teacher. Returns ``{name: trained student}``.
-    Introduced in notebook 04.
-    """
-    from dataclasses import replace
-
-    root = base.resolved_output()
-    students = {}
-    for name, (alpha_distill, alpha_task, fraction) in (runs or ABLATION_RUNS).items():
-        folder = root / name.replace(",", "").replace("%", "pct").replace(" ", "_")
-        cfg = replace(base, output=folder, alpha_distill=alpha_distill, alpha_task=alpha_task, label_fraction=fraction)
-        students[name] = train_or_load_student(cfg, teacher=teacher, data=data, progress=progress)
-    return students
