@@ -38,7 +38,7 @@ import bench_training  # noqa: E402
 import bench_video  # noqa: E402
 
 from ladeda_lib.models import LaDeDa  # noqa: E402
-from ladeda_lib.pipeline import describe_machine  # noqa: E402
+from ladeda_lib.pipeline.report import describe_machine  # noqa: E402
 
 
 def machine() -> str:

@@ -8,7 +8,6 @@ circle). Introduced in notebook 06.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -63,6 +62,20 @@ def _images_or_none(folder: Path) -> list[Path]:
         return []
 
 
+def _still_loader(resize: str | None, draft: bool) -> Any:
+    """How ``ladeda predict`` decodes still images: the reference path (:func:`ladeda_lib.inference.decode_input`,
+    which keeps the decoded image for heatmaps) unless ``--resize fast`` or ``--draft`` asks for the fast one."""
+    method = {None: "exact", "scaler": "fast"}.get(resize, resize)  # the scaler exists for video frames only
+    if method == "exact" and not draft:
+        return None
+
+    def load(path: Any) -> tuple[Any, tuple[int, int], None]:
+        x, size = load_uint8(path, method=method, draft=draft)
+        return x, size, None
+
+    return load
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     pipe = InferencePipeline(
         args.model,
@@ -75,27 +88,31 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not pipe.calibrated:
         print(f"ladeda predict: note: {args.model}: {pipe.calibration_note}", file=sys.stderr)
     files, videos, errors = _expand_inputs(args.inputs)
-    still = {None: "exact", "scaler": "fast"}.get(args.resize, args.resize)  # the scaler exists for video frames
-    loader = functools.partial(load_uint8, method=still, draft=args.draft)
-    rows = pipe.predict_batch(files, progress=sys.stderr.isatty(), loader=loader) if files else []
-    rows += errors
     clips = predict_videos(pipe, videos, args) if videos or args.overlay or args.frames_out else []
     heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
     if heatmap_dir is not None:
         from ladeda_lib.viz import visualize_heatmap
 
         heatmap_dir.mkdir(parents=True, exist_ok=True)
-        used: set[str] = set()
-        for row in rows:
-            if row["error"] is None and row["patch_heatmap"] is not None:
-                name, n = f"{Path(row['source']).stem}_heatmap.png", 1
-                while name in used:  # same file name in two folders: number the later ones
-                    n += 1
-                    name = f"{Path(row['source']).stem}_{n}_heatmap.png"
-                used.add(name)
-                grid = row["patch_heatmap"].shape[-1]
-                out = visualize_heatmap(row["source"], row, heatmap_dir / name, geometry=pipe.geometry(grid))
-                row["heatmap"] = str(out)
+    rows: list[dict[str, Any]] = []
+    used: set[str] = set()
+    keep = heatmap_dir is not None
+    loader = _still_loader(args.resize, args.draft)
+    stream = pipe.iter_predictions(files, progress=sys.stderr.isatty(), keep_images=keep, loader=loader)
+    for row in stream if files else []:
+        image = row.pop("image", None)
+        if heatmap_dir is not None and row["error"] is None and row["patch_heatmap"] is not None:
+            name, n = f"{Path(row['source']).stem}_heatmap.png", 1
+            while name in used:  # same file name in two folders: number the later ones
+                n += 1
+                name = f"{Path(row['source']).stem}_{n}_heatmap.png"
+            used.add(name)
+            # the image decoded for the model, the verdict and the geometry of this row: nothing is redone (the
+            # fast loaders keep no decoded image: with --resize fast / --draft the heatmap decodes the file again)
+            shown_on = image if image is not None else row["source"]
+            row["heatmap"] = str(visualize_heatmap(shown_on, row, heatmap_dir / name, geometry=pipe.geometry()))
+        rows.append(row)
+    rows += errors
     if args.json:
         for row in rows:
             keys = (

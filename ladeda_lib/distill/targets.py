@@ -89,7 +89,7 @@ def teacher_outputs(
     Uses :func:`ladeda_lib.evaluation.predict` (a channels-last copy of the model, small CPU batches); the
     model passed in — parameters, buffers, layout and training flag — is not touched.
     """
-    from ladeda_lib.evaluation import predict
+    from ladeda_lib.runner import predict
 
     pooled, patches = predict(teacher, images, batch_size, device, progress, desc=desc, keep_patches=True)
     return patches, pooled.reshape(-1, 1)
