@@ -167,7 +167,10 @@ def compute_teacher_targets(
         return cached
 
     per = int(np.prod(grid))
-    partial = path.with_name(path.name + ".partial")
+    # one partial file per job (rank 0's process id, shared by its ranks): two runs computing the same targets
+    # into one cache at the same time each finish their own file, and the last rename wins with equal contents
+    job = distributed.broadcast_object(os.getpid()) if ctx.distributed else os.getpid()
+    partial = path.with_name(f"{path.name}.{job}.partial")
     if ctx.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as fh:
@@ -189,7 +192,7 @@ def compute_teacher_targets(
     distributed.barrier()  # every rank's rows are on disk
     if ctx.is_main:
         meta_path = path.with_suffix(".json")
-        tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+        tmp = meta_path.with_name(f".{meta_path.name}.{job}.tmp")
         tmp.write_text(json.dumps(meta) + "\n")
         tmp.replace(meta_path)
         partial.replace(path)
