@@ -1,20 +1,20 @@
 """Benchmark: size and batch-1 latency of every deployment format, measured in one run on one machine.
 
-Rows: PyTorch eager (the naive baseline), optimised PyTorch (:func:`ladeda_lib.runtime.optimize_for_inference`:
+Rows: PyTorch eager (the naive baseline), optimised PyTorch (:func:`ladeda_lib.graphs.fused.optimize_for_inference`:
 the fixed filter, conv1, conv2 and bn1 fused into one 5×5 convolution, the block's BatchNorms folded,
 channels_last memory), onnxruntime on the plain float graph (the yardstick) and on the deployed graph
-(:mod:`ladeda_lib.export.column_pairs`: conv1, conv2 and bn1 as one convolution, full-resolution maps in column
+(:mod:`ladeda_lib.graphs.column_pairs`: conv1, conv2 and bn1 as one convolution, full-resolution maps in column
 pairs, a pre-sorted top-K), and the TFLite files (LiteRT interpreter) converted as ``ladeda export`` converts
 them: float formats from the deployed graph, int8 from the factorised graph and from the pixel-input graph (the two candidates ``ladeda export``
 chooses between by fidelity). Every backend is loaded through
-:func:`ladeda_lib.runtime.load_predictor` and
+:func:`ladeda_lib.predictors.load_predictor` and
 gets the same thread count and the same normalised (1, 3, 256, 256) input. Backends are timed in
 interleaved blocks (each round runs a block of consecutive calls per backend, after a warm-up block), so
 that a busy moment slows all of them alike while each backend still runs with its own thread pool warm:
 one call per backend per round was tried first and penalised every backend by the previous one's
 spinning threads (TFLite 2× slower on 2 cores; with blocks of 50 only the first calls after a hand-over
 are slowed, which shows in the p90 column, not the median). Latency is the median of the quietest block
-per backend (:func:`ladeda_lib.runtime.quietest_block_median`, the rule verification uses too): on a shared VM
+per backend (:func:`ladeda_lib.timing.quietest_block_median`, the rule verification uses too): on a shared VM
 a burst of outside load can inflate whole blocks; the median over all calls is reported beside it. (TorchScript trace + freeze was tried too and was slower than
 channels_last eager here, so it is not used.) ``markdown_section(results)`` returns the text the project's
 ``benchmarks/RESULTS.md`` includes.
@@ -38,7 +38,8 @@ import torch
 from ladeda_lib.export import QUANTIZATIONS, convert_to_tflite, export_onnx
 from ladeda_lib.export.int8 import convert_int8
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
-from ladeda_lib.runtime import TorchPredictor, load_predictor, quietest_block_median
+from ladeda_lib.predictors import TorchPredictor, load_predictor
+from ladeda_lib.timing import quietest_block_median
 
 #: The file we recommend shipping: float32 from the deployed graph — exact (parity 1e-6 relative), no
 #: calibration data needed, and on x86 faster than the int8 files (see the int8 note in the section).
@@ -99,9 +100,9 @@ def run_benchmark(
         plain_path = export_onnx(model, Path(tmp) / "plain.onnx", fuse=False)
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
         floats = tuple(q for q in QUANTIZATIONS if q != "int8")
-        files = convert_to_tflite(onnx_path, tmp, floats, calibration=calibration)
+        files = convert_to_tflite(onnx_path, tmp, floats, representative=calibration)
         # as `ladeda export` does: int8 from the factorised graph (see ladeda_lib/export/chain.py)
-        files |= convert_to_tflite(plain_path, Path(tmp) / "int8", ("int8",), calibration=calibration)
+        files |= convert_to_tflite(plain_path, Path(tmp) / "int8", ("int8",), representative=calibration)
         # the other int8 candidate `ladeda export` may pick: the pixel-input graph (ladeda_lib/export/int8.py)
         files["int8 pixel input"], _ = convert_int8(model, Path(tmp) / "int8p", "student", calibration, graph="pixel")
         plain = load_predictor(plain_path, threads)

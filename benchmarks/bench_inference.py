@@ -3,9 +3,9 @@
 Measures, on this machine's CPU:
 
 1. batch-1 latency of the Tiny-LaDeDa student (image logit + patch map, (1, 3, 256, 256) input):
-   PyTorch eager · PyTorch optimised (:func:`ladeda_lib.runtime.optimize_for_inference`: fused stem, folded BN, channels-last +
+   PyTorch eager · PyTorch optimised (:func:`ladeda_lib.graphs.fused.optimize_for_inference`: fused stem, folded BN, channels-last +
    ``inference_mode``, what :class:`~ladeda_lib.inference.InferencePipeline` runs) · onnxruntime
-   (:func:`ladeda_lib.runtime.load_predictor` on the same model exported with patches). ``--teacher`` adds the
+   (:func:`ladeda_lib.predictors.load_predictor` on the same model exported with patches). ``--teacher`` adds the
    published-size LaDeDa teacher (width 64; slow);
 2. end-to-end throughput of ``ladeda predict FOLDER --json`` (a subprocess, so Python start-up, imports and
    model loading are included) and of ``InferencePipeline.predict_folder`` (in-process) on a folder of
@@ -43,7 +43,8 @@ from PIL import Image
 from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
 from ladeda_lib.paths import weights_dir
-from ladeda_lib.runtime import TorchPredictor, latency_samples_ms, quietest_block_median
+from ladeda_lib.predictors import TorchPredictor
+from ladeda_lib.timing import latency_samples_ms, quietest_block_median
 
 
 def timings_ms(fn: Callable[[], Any], repeats: int, warmup: int = 10) -> dict[str, float]:
@@ -84,7 +85,7 @@ def load_student() -> tuple[PatchDetector, str]:
 def bench_backends(model: PatchDetector, repeats: int, workdir: Path, threads: int | None = None) -> dict[str, Any]:
     """Batch-1 latency: eager vs optimised PyTorch vs onnxruntime, all returning logit + patch map."""
     from ladeda_lib.export import export_onnx
-    from ladeda_lib.runtime import load_predictor
+    from ladeda_lib.predictors import load_predictor
 
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     eager = TorchPredictor(model, optimize=False, threads=threads)

@@ -50,8 +50,8 @@ from ladeda_lib.data.layouts import DatasetIndex
 from ladeda_lib.data.tensors import ImageTensors
 from ladeda_lib.distill import StudentTrainConfig, TrainingData, compute_teacher_targets, train_student
 from ladeda_lib.distill.loss import default_alignment, distillation_loss
-from ladeda_lib.evaluation import CPU_BATCH_LIMIT
 from ladeda_lib.models import LaDeDa, TinyLaDeDa
+from ladeda_lib.runner import CPU_BATCH_LIMIT
 
 
 def _images(n: int, size: int = 256, seed: int = 0) -> ImageTensors:

@@ -11,16 +11,16 @@ Tiny-LaDeDa (mean pooling) whose BatchNorm statistics are measured on the toy tr
   smallest is 300 — every image "fake" at p = 0.5 (the ForenSynth file). Its head is the least-squares direction
   over untrained features: patch logits of about ±600,000 cancel to image logits of a few hundred.
 * ``trained, bn1 variance / 300`` (when ``weights/single_stage/student_final.pt`` exists): the same recipe on our
-  trained single-stage student, mean pooling (:func:`ladeda_lib.export.standins.forensynth_like_from`).
+  trained single-stage student, mean pooling (:func:`standins.forensynth_like_from`).
 
 Candidates, each exported with the patch map and converted to full int8 by onnx2tf, calibrated on 100 toy
 training images and compared with PyTorch on the toy test split:
 
-* ``float graph as exported`` — the graph of the float files (:mod:`ladeda_lib.export.column_pairs`), int8;
+* ``float graph as exported`` — the graph of the float files (:mod:`ladeda_lib.graphs.column_pairs`), int8;
 * ``factorised`` — filter · conv1 · conv2 (bn1 folded by the converter), as before the fusion;
 * ``+ float head`` — the same int8 file, but the image logit is the float mean of its dequantized patch map;
 * ``+ calibrated`` — the decision offset and temperature (``ladeda calibrate``) in the graph;
-* ``+ clamp`` — patch logits clipped at :func:`ladeda_lib.export.int8.choose_clamp`'s bound (when one keeps
+* ``+ clamp`` — patch logits clipped at :func:`choose_clamp`'s bound (when one keeps
   every decision on the calibration images);
 * ``+ equalized`` — cross-layer channel equalization (what ``ladeda export`` shipped before the pixel graph);
 * ``pixel input`` — :class:`ladeda_lib.export.int8.PixelInputStudent`: pixel − 128 in (normalisation folded into
@@ -45,15 +45,75 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from standins import forensynth_like_from, stand_in
 
 from ladeda_lib.calibration import fit_calibration
 from ladeda_lib.checkpoints import load_checkpoint
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export import export_onnx
 from ladeda_lib.export.chain import load_export_images
-from ladeda_lib.export.int8 import choose_clamp, convert_int8
-from ladeda_lib.export.standins import forensynth_like_from, stand_in
-from ladeda_lib.export.tflite import convert_to_tflite, normalised_images
-from ladeda_lib.runtime import load_predictor
+from ladeda_lib.export.int8 import convert_int8
+from ladeda_lib.export.tflite import convert_to_tflite
+from ladeda_lib.predictors import load_predictor
+
+#: Quantiles of |patch logit| tried as the bound, tightest first.
+CLAMP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
+
+
+def choose_clamp(
+    model,
+    images: torch.Tensor | np.ndarray,
+    threshold_logit: float = 0.0,
+    max_shift: float = 0.05,
+) -> float | None:
+    """The tightest decision-preserving bound for the patch logits, or None when no bound is needed.
+
+    Args:
+        model: the student (or teacher) to export.
+        images: the int8 representative images (N, 3, S, S), uint8 or normalised.
+        threshold_logit: the decision threshold on the image logit (0 = probability 0.5).
+        max_shift: besides keeping every decision, the clip may move no image logit by more than this
+            fraction of the image logits' standard deviation on ``images``.
+
+    Returns:
+        ``C`` such that pooling ``clamp(patch, -C, C)`` decides every image as the unclipped model does; None if
+        even the loosest quantile changes a decision (then the bound is left out).
+    """
+    x = torch.from_numpy(normalised_images(images))
+    with torch.no_grad():
+        patches = torch.cat([model.eval().patch_logits(x[i : i + 16]) for i in range(0, len(x), 16)])
+        pooled = model.pool(patches).reshape(-1)
+        spread = float(pooled.std()) if len(pooled) > 1 else 1.0
+        magnitude = patches.abs().flatten()
+        sample = magnitude[torch.randperm(len(magnitude), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+        for q in CLAMP_QUANTILES:
+            bound = float(torch.quantile(sample, q))
+            clipped = model.pool(patches.clamp(-bound, bound)).reshape(-1)
+            same = bool(((clipped >= threshold_logit) == (pooled >= threshold_logit)).all())
+            if same and float((clipped - pooled).abs().max()) <= max_shift * spread:
+                return bound
+    return None
+
+
+class ClampedPatches(torch.nn.Module):
+    """``model`` with its patch logits clipped to ``[-bound, bound]`` before pooling (the ``+ clamp`` rows):
+    what an int8 file of it must represent is bounded. Exports like the model (same arch, config, geometry)."""
+
+    def __init__(self, model, bound: float) -> None:
+        super().__init__()
+        self.inner, self.bound, self.pool, self.arch = model, float(bound), model.pool, model.arch
+
+    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.patch_logits(x).clamp(-self.bound, self.bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.patch_logits(x))
+
+    def config(self):
+        return self.inner.config()
+
+    def geometry(self):
+        return self.inner.geometry()
 
 
 def score(model, path, x, y, calibration=None, float_head=False):
@@ -123,7 +183,7 @@ def main() -> int:
             candidates = {
                 "float graph as exported": {"fuse": True},
                 "factorised": {"fuse": False},
-                "factorised + calibrated": {"fuse": False, "calibration": fitted},
+                "factorised + calibrated": {"fuse": False, "decision_calibration": fitted},
                 "factorised + clamp": {"fuse": False, "clamp": clamp},
             }
             for name, kwargs in candidates.items():
@@ -132,9 +192,11 @@ def main() -> int:
                     continue
                 t0 = time.perf_counter()
                 stem = f"s{len(rows)}"
-                onnx = export_onnx(model, Path(tmp) / f"{stem}.onnx", with_patches=True, **kwargs)
-                path = convert_to_tflite(onnx, tmp, ("int8",), calibration=calib, stem=stem)["int8"]
-                cal = kwargs.get("calibration")
+                source = model if kwargs.get("clamp") is None else ClampedPatches(model, kwargs["clamp"])
+                options = {k: v for k, v in kwargs.items() if k != "clamp"}
+                onnx = export_onnx(source, Path(tmp) / f"{stem}.onnx", with_patches=True, **options)
+                path = convert_to_tflite(onnx, tmp, ("int8",), representative=calib, stem=stem)["int8"]
+                cal = kwargs.get("decision_calibration")
                 rows.append((kind, name, kwargs.get("clamp"), score(model, path, x, y, cal), time.perf_counter() - t0))
                 if name in ("float graph as exported", "factorised"):
                     rows.append((kind, name + " + float head", None, score(model, path, x, y, cal, True), 0))

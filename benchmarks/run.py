@@ -4,7 +4,8 @@
 
 One run on one machine, so the ratios between rows are comparable. The sections come from
 ``bench_export.py`` (student in every format), ``bench_inference.py`` (PyTorch eager / optimised /
-onnxruntime, preprocessing, ``ladeda predict`` on a folder), ``bench_training.py`` (student training
+onnxruntime, preprocessing, ``ladeda predict`` on a folder), ``bench_video.py`` (video frames/s and still
+images/s beside the naive path, and the parity of each shortcut), ``bench_training.py`` (student training
 throughput, teacher targets; with two toy sets, memory against dataset size and 1 against 2 processes)
 and the teacher forward times below.
 
@@ -34,9 +35,10 @@ sys.path.insert(0, str(HERE))
 import bench_export  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_training  # noqa: E402
+import bench_video  # noqa: E402
 
 from ladeda_lib.models import LaDeDa  # noqa: E402
-from ladeda_lib.pipeline import describe_machine  # noqa: E402
+from ladeda_lib.pipeline.report import describe_machine  # noqa: E402
 
 
 def machine() -> str:
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print("export formats done", flush=True)
     inference = bench_inference.run(repeats=runs, threads=args.threads)
     print("inference done", flush=True)
+    video = bench_video.run(threads=args.threads, toy_root=ROOT / "data" / "toy_wildrf")
+    print("video done", flush=True)
     training = bench_training.run(threads=args.threads)
     print("training done", flush=True)
     teacher = teacher_forward(repeats=5 if args.quick else 10)
@@ -232,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         key_ratios(export, inference, training, teacher, scale),
         bench_export.markdown_section(export),
         bench_inference.markdown_section(inference),
+        bench_video.markdown_section(video),
         bench_training.markdown_section(training),
         teacher_section(teacher),
         *([bench_training.scale_markdown(scale)] if scale else []),

@@ -8,18 +8,27 @@ The folder layout is the table of contents:
 * ``data``          — image loading, dataset detection (folders / CSV), the offline toy dataset
 * ``distill``       — teacher training, cached teacher targets, alignment, loss, student training
 * ``evaluation``    — metrics per split and platform, heatmap localisation
+* ``runner``        — the one scoring loop over uint8 images, for any model or file
 * ``inference``     — one API for PyTorch, ONNX and TFLite models, patch heatmaps
 * ``viz``           — heatmap figures and the ipywidgets explorer
+* ``decode``        — decoding that keeps up with the model: integer bicubic, JPEG draft mode, decoding ahead
+* ``video``         — video files and streams (``read``, ``scoring``, ``overlay``, ``live``): threaded decoding, score
+  tracks, fake segments, overlays
 * ``export``        — ONNX, TFLite (onnx2tf), quantization and verification
-* ``pipeline``      — the whole path in one command
-* ``runtime``       — one way to run a model file in every format, latency, the optimised PyTorch path
-* ``calibration``   — decision offset and temperature fitted on labelled images, expected calibration error
+* ``graphs``        — deployment graphs: folded BatchNorm, fused stem, column pairs, the pixel-input int8 graph
+* ``contract``      — exported files' input/output names, their sidecar (arch, config, geometry), the decision record
+* ``predictors``    — one way to run a model or model file in every format
+* ``timing``        — one thread policy, one device resolver, one latency rule
+* ``jsonio``        — the JSON the project writes: NaN as null, paths as strings
+* ``pipeline``      — the whole path in one command (stages, report, command line)
+* ``calibration``   — the decision calibration (offset, temperature) fitted on labelled images, expected calibration error
 * ``robustness``    — AP and flipped decisions under JPEG, rescale, blur and platform sweeps
 * ``audit``         — false-positive audit on real photographs (``audit_cli``: ``ladeda audit``)
 * ``registry``      — every weights file the project knows: shipped, published layouts
 * ``distributed``   — torchrun / DistributedDataParallel helpers
 * ``paths``         — where data, weights and runs live; paths printed relative to the project
-* ``cli``           — the ``ladeda`` command (``inference_cli``: ``ladeda predict``)
+* ``cli``           — the ``ladeda`` command (``inference_cli``: ``ladeda predict`` and ``watch``; ``video_cli``:
+  their video options)
 """
 
 __version__ = "0.1.0"

@@ -25,6 +25,7 @@ from ladeda_lib.data.degrade import center_crop, jpeg, rescale, to_input_size
 from ladeda_lib.data.images import load_image
 from ladeda_lib.data.photos import find_bundled, read_bundled
 from ladeda_lib.inference import InferencePipeline, list_images
+from ladeda_lib.jsonio import write_json
 from ladeda_lib.models import PatchDetector
 
 
@@ -172,14 +173,13 @@ class AuditReport:
     def write(self, folder: str | os.PathLike) -> dict[str, Path]:
         """Write ``audit.md``, ``audit.json`` and ``audit.png`` (each real photograph's fake probability, original
         against each transform, threshold dashed) into ``folder`` (created); returns their paths."""
-        import json
 
         import matplotlib.pyplot as plt
 
         Path(folder).mkdir(parents=True, exist_ok=True)
         paths = {kind: Path(folder) / f"audit.{kind}" for kind in ("md", "json", "png")}
         paths["md"].write_text(self.markdown())
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        write_json(paths["json"], self.to_dict())
         fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(self.photos) + 3), 4.5))
         x = np.arange(len(self.photos))
         for k, name in enumerate(TRANSFORMS):

@@ -6,7 +6,7 @@ accuracy at 0.5 is chance. One offset and one temperature, ``calibrated = (logit
 fitted by logistic regression on one labelled split, move the threshold to where the ranking separates the
 classes and make the probabilities mean what they say.
 
-* :func:`fit_calibration` — logits and labels → :class:`~ladeda_lib.runtime.Calibration`;
+* :func:`fit_calibration` — logits and labels → :class:`~ladeda_lib.contract.DecisionCalibration`;
 * :func:`expected_calibration_error`, :func:`reliability_bins` — how far probabilities are from frequencies;
 * :func:`calibrate_checkpoint` — ``ladeda calibrate``: score a split with any model file, fit, write a
   checkpoint that records what it was fitted on (exports carry it into the graph).
@@ -23,14 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ladeda_lib.runtime import Calibration
+from ladeda_lib.contract import DecisionCalibration, sigmoid
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -80, 80)))
-
-
-def fit_calibration(logits: Any, labels: Any, fitted_on: dict[str, Any] | None = None) -> Calibration:
+def fit_calibration(logits: Any, labels: Any, fitted_on: dict[str, Any] | None = None) -> DecisionCalibration:
     """Fit ``p = sigmoid((logit − offset) / temperature)`` to 0/1 labels by logistic regression.
 
     Logits are standardised first, so logits in the thousands fit as well as tame ones.
@@ -61,7 +57,7 @@ def fit_calibration(logits: Any, labels: Any, fitted_on: dict[str, Any] | None =
     offset = mu - b * sd / a
     record = dict(fitted_on or {})
     record.update({"n": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())})
-    return Calibration(offset, temperature, record)
+    return DecisionCalibration(offset, temperature, record)
 
 
 def reliability_bins(labels: Any, probabilities: Any, bins: int = 10) -> list[dict[str, float]]:
@@ -107,7 +103,7 @@ def decision_metrics(labels: Any, logits: Any, threshold_logit: float = 0.0) -> 
         "real_acc": float(np.mean(~pred[y == 0])) if (y == 0).any() else math.nan,
         "fake_acc": float(np.mean(pred[y == 1])) if (y == 1).any() else math.nan,
         "ap": float(average_precision_score(y, z)) if len(np.unique(y)) == 2 else math.nan,
-        "ece": expected_calibration_error(y, _sigmoid(z)),
+        "ece": expected_calibration_error(y, sigmoid(z)),
     }
 
 
@@ -118,7 +114,7 @@ def calibrate_checkpoint(
     split: str = "val",
     threads: int | None = None,
     progress: bool = True,
-) -> tuple[Path, Calibration, dict[str, Any]]:
+) -> tuple[Path, DecisionCalibration, dict[str, Any]]:
     """Fit a calibration on one labelled split and write a checkpoint carrying it (``ladeda calibrate``).
 
     Args:
@@ -132,7 +128,8 @@ def calibrate_checkpoint(
     """
     from ladeda_lib.checkpoints import load_checkpoint, save_checkpoint
     from ladeda_lib.data import detect_dataset, load_tensors
-    from ladeda_lib.runtime import TorchPredictor, predict_logits
+    from ladeda_lib.predictors import TorchPredictor
+    from ladeda_lib.runner import predict
 
     index = detect_dataset(data)
     samples = index.select(split=split)
@@ -140,7 +137,7 @@ def calibrate_checkpoint(
         raise ValueError(f"{data}: no images in split {split!r} (splits found: {index.splits})")
     ckpt = load_checkpoint(model)
     tensors = load_tensors(samples, progress=progress)
-    logits, _ = predict_logits(TorchPredictor(ckpt.model, threads=threads), tensors.images)
+    logits = predict(TorchPredictor(ckpt.model, threads=threads), tensors.images, batch_size=16)[0].numpy()
     labels = tensors.labels.numpy()
     calibration = fit_calibration(
         logits, labels, {"model": str(model), "data": str(Path(data).resolve()), "split": split}

@@ -51,7 +51,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ladeda_lib.calibration",
         "fit a decision offset and temperature on labelled images; write a calibrated checkpoint",
     ),
-    "predict": ("ladeda_lib.inference_cli", "score images or folders with a checkpoint, .onnx or .tflite model"),
+    "predict": (
+        "ladeda_lib.inference_cli",
+        "score images, videos or folders with a checkpoint, .onnx or .tflite model",
+    ),
+    "watch": (
+        "ladeda_lib.inference_cli",
+        "live verdicts for a camera, a stream URL or a video file, dropping frames rather than falling behind",
+    ),
     "export": ("ladeda_lib.export.cli", "export a checkpoint to ONNX and (quantized) TFLite, and verify every file"),
     "robustness": (
         "ladeda_lib.robustness",

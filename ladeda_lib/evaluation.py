@@ -17,8 +17,6 @@ Introduced in notebook 05.
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -27,11 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry, upsample_patch_map
+from ladeda_lib.contract import ModelFileError, sigmoid
+from ladeda_lib.data.images import load_mask
+from ladeda_lib.geometry import INPUT_GEOMETRY, upsample_patch_map
+from ladeda_lib.jsonio import write_json
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import Predictor, geometry_for_grid, load_predictor, predict_logits, resolve_device
+from ladeda_lib.predictors import Predictor, load_predictor
+from ladeda_lib.runner import CPU_BATCH_LIMIT, predict
+from ladeda_lib.timing import resolve_device
 
 METRIC_NAMES = ("accuracy", "ap", "auc", "real_acc", "fake_acc", "ece")
 
@@ -55,7 +57,7 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
     z = np.asarray(torch.as_tensor(logits).detach().reshape(-1).float().cpu().numpy(), dtype=np.float64)
     if y.shape != z.shape:
         raise ValueError(f"labels {y.shape} and logits {z.shape} must have the same length")
-    prob = 1.0 / (1.0 + np.exp(-np.clip(z, -80, 80)))
+    prob = sigmoid(z)
     pred = (prob >= threshold).astype(np.int64)
     from ladeda_lib.calibration import expected_calibration_error
 
@@ -74,72 +76,11 @@ def binary_metrics(labels: Sequence[int] | np.ndarray | torch.Tensor, logits: An
     }
 
 
-#: On the CPU, :func:`predict` runs at most this many images per forward pass (see its docstring).
-CPU_BATCH_LIMIT = 8
-
-
-@torch.no_grad()
-def predict(
-    model: PatchDetector,
-    images: torch.Tensor,
-    batch_size: int = 32,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    desc: str = "predict",
-    keep_patches: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``model`` in eval mode on uint8 images (N, 3, S, S) → (logits (N,), patch logits (N, 1, h, w) or None).
-
-    The forward passes run on a channels-last copy of the model, so the caller's model — its weights, memory
-    layout and train/eval flag — is left exactly as it was; on the CPU a pass holds at most
-    :data:`CPU_BATCH_LIMIT` images. Measured on the project's 2-core CPU (per image, 256×256): Tiny-LaDeDa
-    18 ms in default-layout batches of 32 against 1.9 ms in channels-last batches of 8; the compact teacher
-    112 ms against 32 ms. The outputs match the default layout to float rounding.
-    """
-    from ladeda_lib.data.images import normalize_uint8
-    from ladeda_lib.data.tensors import release_pages
-
-    device = torch.device(device)
-    net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-    step = min(batch_size, CPU_BATCH_LIMIT) if device.type == "cpu" else batch_size
-    n = images.shape[0]
-    # outputs written into tensors allocated once: many small per-batch tensors kept between the large
-    # short-lived batch buffers made resident memory grow with N (about 0.6 MiB per image on the CPU)
-    logits = torch.empty(n)
-    patches: torch.Tensor | None = None
-    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=not progress):
-        x = normalize_uint8(images[start : start + step].to(device)).contiguous(memory_format=torch.channels_last)
-        logit, patch = net.forward_with_patches(x)
-        stop = start + x.shape[0]
-        logits[start:stop] = logit.detach().float().reshape(-1).cpu()
-        if keep_patches:
-            if patches is None:
-                patches = torch.empty((n, *patch.shape[1:]))
-            patches[start:stop] = patch.detach().float().cpu()
-        del x, logit, patch
-        release_pages()  # a memory-mapped image cache: the rows just read leave resident memory
-    return logits, (patches if keep_patches else None)
-
-
-def _as_predictor(model: Any, device: str | torch.device = "cpu", threads: int | None = None) -> Predictor:
-    """A :class:`~ladeda_lib.runtime.Predictor` for a model, a checkpoint or an exported file (or itself)."""
+def as_predictor(model: Any, device: str | torch.device = "cpu", threads: int | None = None) -> Predictor:
+    """A :class:`~ladeda_lib.predictors.Predictor` for a model, a checkpoint or an exported file (or itself)."""
     if isinstance(model, Predictor):
         return model
     return load_predictor(model, threads=threads, device=device)
-
-
-def _predictor_geometry(predictor: Predictor, grid: int) -> PatchGeometry:
-    model = getattr(predictor, "model", None)
-    return model.geometry() if isinstance(model, PatchDetector) else geometry_for_grid(grid)
-
-
-def _as_index(data: Any):
-    from ladeda_lib.data.layouts import DatasetIndex, detect_dataset
-    from ladeda_lib.data.toy import ensure_toy_dataset
-
-    if isinstance(data, DatasetIndex):
-        return data
-    return detect_dataset(ensure_toy_dataset() if data is None else data)
 
 
 def evaluation_groups(index: Any, splits: Sequence[str] = ("val", "test")) -> dict[str, list]:
@@ -173,8 +114,8 @@ def evaluate_model(
 
     Args:
         model: a :class:`~ladeda_lib.models.PatchDetector` (run optimised on ``device``), a
-            :class:`~ladeda_lib.runtime.Predictor`, or a file: checkpoint, published state_dict, ``.onnx`` or
-            ``.tflite`` (:func:`~ladeda_lib.runtime.load_predictor`). A calibrated checkpoint is scored calibrated.
+            :class:`~ladeda_lib.predictors.Predictor`, or a file: checkpoint, published state_dict, ``.onnx`` or
+            ``.tflite`` (:func:`~ladeda_lib.predictors.load_predictor`). A calibrated checkpoint is scored calibrated.
         data: dataset root, a :class:`~ladeda_lib.data.DatasetIndex`, or None for the toy set.
         splits: which splits to score (``"train"`` can be added).
         cache_dir: image-tensor cache (None = decode every time).
@@ -188,10 +129,11 @@ def evaluate_model(
         ``"test/reddit"``, ….
     Introduced in notebook 05.
     """
+    from ladeda_lib.data.layouts import resolve_dataset
     from ladeda_lib.data.tensors import load_tensors
 
-    predictor = _as_predictor(model, device, threads)
-    index = _as_index(data)
+    predictor = as_predictor(model, device, threads)
+    index = resolve_dataset(data)
     groups = evaluation_groups(index, splits)
     if not groups:
         raise ValueError(f"no samples in splits {list(splits)} of {index.root} (found splits: {index.splits})")
@@ -200,7 +142,7 @@ def evaluate_model(
     all_logits: dict[Path, float] = {}
     for split in [g for g in groups if "/" not in g]:
         tensors = load_tensors(groups[split], cache_dir=cache_dir, progress=progress)
-        logits, _ = predict_logits(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT))
+        logits, _ = predict(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT))
         for sample, logit in zip(tensors.samples, logits.tolist(), strict=True):
             all_logits[Path(sample.path)] = logit
     for name, samples in groups.items():
@@ -224,15 +166,6 @@ def evaluate_model(
             if "/" not in split
         }
     return report
-
-
-def load_mask(path: str | Path, size: int = INPUT_GEOMETRY.image_size) -> torch.Tensor:
-    """A ground-truth mask PNG → bool (size, size), resized like the image (whole image to a square, nearest)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        mask = img.convert("L").resize((size, size), Image.Resampling.NEAREST)
-        return torch.from_numpy(np.asarray(mask) >= 128)
 
 
 def pixel_auc(heatmap: torch.Tensor, mask: torch.Tensor) -> float:
@@ -265,17 +198,21 @@ def localisation_score(
     """
     from ladeda_lib.data.tensors import load_tensors
 
-    predictor = _as_predictor(model, device)
+    predictor = as_predictor(model, device)
     samples = [s for s in samples if s.mask is not None]
     if not samples:
         raise ValueError("localisation_score needs samples with ground-truth masks (spliced fakes of the toy set)")
     size = INPUT_GEOMETRY.image_size
     tensors = load_tensors(samples, progress=False)
-    _, patches = predict_logits(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT), keep_patches=True)
+    _, patches = predict(predictor, tensors.images, min(batch_size, CPU_BATCH_LIMIT), keep_patches=True)
     if patches is None:
         raise ValueError("localisation needs the patch map; this exported file has none (export it --with-patches)")
-    patches = torch.from_numpy(patches)
-    heatmaps = upsample_patch_map(patches, _predictor_geometry(predictor, patches.shape[-1]), size)[:, 0]
+    if predictor.geometry is None:
+        raise ModelFileError(
+            f"{predictor.path}: no sidecar ({predictor.path}.ladeda.json) says which model made this file, so its "
+            "patch map cannot be placed on the pixels; re-export it with ladeda export"
+        )
+    heatmaps = upsample_patch_map(patches, predictor.geometry, size)[:, 0]
     masks = torch.stack([load_mask(s.mask, size) for s in samples])
     per_image = [pixel_auc(h, m) for h, m in zip(heatmaps, masks, strict=True)]
     # Pooled AUC on a fixed pixel subsample (every 4th row and column) to keep it fast; per-image AUC uses all.
@@ -310,16 +247,6 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out: dict[str, Any] = {}
@@ -342,8 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         print()
         out[str(path)] = report
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_json_safe(out), indent=2) + "\n")
+        write_json(args.json, out)
         print(f"metrics written to {args.json}")
     return 0
 

@@ -8,10 +8,11 @@ turns images into verdicts::
     result = pipe.predict("photo.jpg")
     result["fake_probability"], result["patch_heatmap"].shape   # 0.93, (126, 126)
 
-Every image goes through the shared preprocessing of :mod:`ladeda_lib.data` (decode, EXIF transpose,
-bicubic resize to 256×256, ImageNet normalisation), so all formats see the same tensor.
+Every image is decoded once with the shared preprocessing of :mod:`ladeda_lib.data` (decode, EXIF transpose,
+bicubic resize to 256×256 uint8); the predictor turns those pixels into what its model takes (ImageNet
+normalisation, or ``pixel − 128`` for a pixel-input int8 file), so all formats see the same image.
 
-Every format runs through :mod:`ladeda_lib.runtime` (one loader, one thread policy); for PyTorch models that
+Every format runs through :mod:`ladeda_lib.predictors` (one loader, one thread policy); for PyTorch models that
 is the optimised inference copy (fused stem / BatchNorm folded, channels-last, ``torch.inference_mode``).
 A model that carries a calibration (``ladeda calibrate``) gives calibrated logits; one that carries none is
 flagged (:attr:`InferencePipeline.calibrated`), and ``unsure=(low, high)`` answers "unsure" for probabilities
@@ -20,29 +21,21 @@ in that band. Introduced in notebook 06.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ladeda_lib.contract import NO_CALIBRATION_NOTE, DecisionCalibration, ModelFileError, model_kind, sigmoid
+from ladeda_lib.decode import prefetch
 from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry
 from ladeda_lib.models import PatchDetector, TopKPool
 from ladeda_lib.models.pooling import KSpec
-from ladeda_lib.runtime import (
-    NO_CALIBRATION_NOTE,
-    Calibration,
-    Predictor,
-    TorchPredictor,
-    fold_batchnorm,
-    geometry_for_grid,
-    load_predictor,
-    model_kind,
-)
+from ladeda_lib.predictors import Predictor, TorchPredictor, load_predictor
+from ladeda_lib.runner import predict
 
 #: Keys of every result dict returned by :meth:`InferencePipeline.predict`.
 RESULT_KEYS = (
@@ -56,7 +49,7 @@ RESULT_KEYS = (
     "image_size",
 )
 
-__all__ = ["RESULT_KEYS", "InferencePipeline", "fold_batchnorm", "geometry_for_grid", "list_images", "prepare_input"]
+__all__ = ["RESULT_KEYS", "InferencePipeline", "list_images", "prepare_input"]
 
 ImageInput = str | os.PathLike | Any  # path, PIL image, numpy array (H, W[, C]) or torch tensor
 
@@ -70,20 +63,10 @@ def _describe(item: Any, index: int) -> str:
     return f"<{type(item).__name__} #{index}>"
 
 
-def prepare_input(image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Turn one input into the model tensor and the original size.
-
-    Returns ``(x, (W, H))`` with ``x`` float32 (3, 256, 256) normalised.
-
-    * path / PIL image / numpy array (H, W) or (H, W, C): decoded with :func:`ladeda_lib.data.load_image`
-      (EXIF transpose, alpha on white, grayscale → RGB) and resized/normalised with
-      :func:`ladeda_lib.data.preprocess`; ``(W, H)`` is the decoded image's size.
-    * torch tensor: taken as *already preprocessed* when float of shape (3, 256, 256) or (1, 3, 256, 256)
-      (normalised, as the models expect); a uint8 (3, 256, 256) tensor is the resized, not yet normalised
-      image (:func:`ladeda_lib.data.resize_to_uint8`) and is normalised here. ``(W, H)`` is (256, 256).
-      Any other tensor raises ``ValueError``.
-    """
-    from ladeda_lib.data import load_image, normalize_uint8, preprocess
+def decode_input(image: ImageInput) -> tuple[torch.Tensor, tuple[int, int], Any]:
+    """:func:`prepare_input` plus what to draw a heatmap on: ``(x, (W, H), display)`` where ``display`` is the
+    decoded PIL image (or the tensor itself), so a heatmap never decodes the file a second time."""
+    from ladeda_lib.data import load_image, resize_to_uint8
 
     size = INPUT_GEOMETRY.image_size
     if isinstance(image, torch.Tensor):
@@ -96,13 +79,38 @@ def prepare_input(image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
                 f"(see ladeda_lib.data.preprocess), got {tuple(image.shape)}; pass a path, PIL image or "
                 "numpy array to have it decoded and resized"
             )
-        if x.dtype == torch.uint8:
-            x = normalize_uint8(x)
-        elif not x.is_floating_point():
+        if x.dtype != torch.uint8 and not x.is_floating_point():
             raise ValueError(f"a tensor input must be float (normalised) or uint8, got {x.dtype}")
-        return x.to(torch.float32), (size, size)
+        x = x if x.dtype == torch.uint8 else x.to(torch.float32)
+        return x, (size, size), x
     pil = load_image(image)
-    return preprocess(pil), pil.size
+    return resize_to_uint8(pil), pil.size, pil
+
+
+def prepare_input(image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Turn one input into the model's image and the original size.
+
+    Returns ``(x, (W, H))`` with ``x`` (3, 256, 256): uint8 pixels, or the float tensor given.
+
+    * path / PIL image / numpy array (H, W) or (H, W, C): decoded with :func:`ladeda_lib.data.load_image`
+      (EXIF transpose, alpha on white, grayscale → RGB) and resized with :func:`ladeda_lib.data.resize_to_uint8`
+      (uint8; the predictor normalises it, exactly :func:`ladeda_lib.data.preprocess`); ``(W, H)`` is the decoded
+      image's size.
+    * torch tensor: a uint8 (3, 256, 256) tensor is the resized image; a float one of shape (3, 256, 256) or
+      (1, 3, 256, 256) is taken as *already preprocessed* (normalised). ``(W, H)`` is (256, 256).
+      Any other tensor raises ``ValueError``.
+    """
+    x, size, _ = decode_input(image)
+    return x, size
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of images from :func:`prepare_input`: uint8 when all are, normalised float otherwise."""
+    from ladeda_lib.data import normalize_uint8
+
+    if any(x.dtype != torch.uint8 for x in images):
+        images = [normalize_uint8(x) if x.dtype == torch.uint8 else x for x in images]
+    return torch.stack(images)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,11 +129,11 @@ class InferencePipeline:
         device: torch device for PyTorch models (exported files always run on the CPU).
         threshold: ``is_fake`` is ``fake_probability >= threshold``.
         optimize: PyTorch only — run the BatchNorm-folded channels-last copy (default) or the eager model.
-        geometry: patch geometry of the heatmap; default: the model's own (PyTorch) or, for exported files,
-            :func:`geometry_for_grid` of the default student/teacher with that grid.
+        geometry: patch geometry of the heatmap; default: the model's own (PyTorch) or, for exported files, the
+            one their sidecar states (``<file>.ladeda.json``; a file without one needs this argument).
         batch_size: default batch size of :meth:`predict_batch` / :meth:`predict_folder`.
         num_workers: threads decoding and resizing images in :meth:`predict_batch` (decoding releases the GIL).
-        threads: threads of the model's backend (:func:`~ladeda_lib.runtime.resolve_threads`).
+        threads: threads of the model's backend (:func:`~ladeda_lib.timing.resolve_threads`).
         unsure: ``(low, high)`` probabilities: results in ``[low, high]`` get ``verdict="unsure"`` and
             ``is_fake=None`` instead of a decision.
 
@@ -134,6 +142,8 @@ class InferencePipeline:
     the sigmoid of the logit), ``logit`` (float), ``threshold`` (float), ``patch_heatmap`` (float32 numpy
     array of *patch logits*, (126, 126) for the student and (31, 31) for the teacher at 256×256; ``None``
     for an exported file exported without patch output) and ``image_size`` ((W, H) of the original image).
+    Besides these, each result carries ``geometry``: the :class:`~ladeda_lib.geometry.PatchGeometry` of its
+    patch map (None without one, or for an exported file without a sidecar), which the heatmap figures use.
     Introduced in notebook 06.
     """
 
@@ -159,28 +169,29 @@ class InferencePipeline:
             )
         self.threshold = float(threshold)
         self.unsure = None if unsure is None else (float(unsure[0]), float(unsure[1]))
-        self.pool_override = TopKPool(pooling) if pooling is not None else None
+        self.pooling = pooling  # the predictor pools with it; kept for the repr
         self.batch_size = int(batch_size)
         self.num_workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
         self.model: PatchDetector | None = None
         self._geometry = geometry
-        if isinstance(model, PatchDetector):
-            self.source, self.backend = type(model).__name__, "pytorch"
-        elif isinstance(model, str | os.PathLike):
-            if not Path(model).exists():
-                raise FileNotFoundError(f"model file not found: {model}")
-            kind = model_kind(model)
-            self.source, self.backend = str(model), "pytorch" if kind == "checkpoint" else kind
-        else:
+        if not isinstance(model, PatchDetector | str | os.PathLike):
             raise TypeError(
                 f"model must be a PatchDetector or a path to a .pt/.pth/.onnx/.tflite file, got {type(model).__name__}"
             )
-        self.predictor: Predictor = load_predictor(model, threads=threads, device=device, optimize=optimize)
+        self.predictor: Predictor = load_predictor(
+            model, threads=threads, device=device, optimize=optimize, pooling=pooling
+        )
+        if isinstance(model, PatchDetector):
+            self.source = type(model).__name__
+        else:
+            self.source = str(model)
         if isinstance(self.predictor, TorchPredictor):
-            self.model = self.predictor.model
+            self.model, self.backend = self.predictor.model, "pytorch"
+        else:
+            self.backend = model_kind(model)
 
     @property
-    def calibration(self) -> Calibration | None:
+    def calibration(self) -> DecisionCalibration | None:
         """The model's calibration record (``ladeda calibrate``), or None."""
         return self.predictor.calibration
 
@@ -195,52 +206,52 @@ class InferencePipeline:
         return None if self.calibrated else NO_CALIBRATION_NOTE
 
     def __repr__(self) -> str:
-        pool = "model's" if self.pool_override is None else self.pool_override.extra_repr()
+        pool = "model's" if self.pooling is None else TopKPool(self.pooling).extra_repr()
         return f"InferencePipeline({self.backend}: {self.source}, pooling={pool}, threshold={self.threshold})"
 
     # -- geometry -------------------------------------------------------------------------------------
-    def geometry(self, grid: int | None = None) -> PatchGeometry:
-        """Patch geometry of the heatmaps (see the ``geometry`` argument)."""
-        if self._geometry is not None:
-            return self._geometry
-        if self.model is not None:
-            return self.model.geometry()
-        if grid is None:
-            raise ValueError("the geometry of an exported file is known only from its patch grid; pass grid=")
-        return geometry_for_grid(grid)
+    def geometry(self) -> PatchGeometry:
+        """Patch geometry of the heatmaps: the ``geometry`` argument, else the model's own (PyTorch) or what the
+        exported file's sidecar states; :class:`~ladeda_lib.contract.ModelFileError` for a file without one."""
+        geometry = self._geometry or self.predictor.geometry
+        if geometry is None:
+            raise ModelFileError(
+                f"{self.source}: no sidecar ({self.source}.ladeda.json) says which model made this file, so its "
+                "patch map cannot be placed on the image; re-export it with ladeda export, or pass "
+                "InferencePipeline(..., geometry=model.geometry())"
+            )
+        return geometry
 
     # -- the model call -------------------------------------------------------------------------------
     def run_tensor(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the model: (B, 3, 256, 256) normalised → (logits (B,) float, patch logits (B, h, w) or None)."""
+        """Run the model: (B, 3, 256, 256) uint8 or normalised → (logits (B,) float, patch logits (B, h, w) or None).
+
+        The logit is the one the predictor pools (with ``pooling``: the override's top-K), never pooled again."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a batch (B, 3, H, W), got {tuple(x.shape)}")
-        out_logit, out_patches = self.predictor(x)
-        logits = np.asarray(out_logit, dtype=np.float32).reshape(-1)
-        patches = None
-        if out_patches is not None:
-            patches = np.asarray(out_patches, dtype=np.float32).reshape(x.shape[0], *np.shape(out_patches)[-2:])
-        if self.pool_override is not None:
-            if patches is None:
-                raise ValueError(
-                    f"pooling={self.pool_override.spec!r} needs the patch map, but {self.source} has no "
-                    "patch_logits output; re-export it with patches (ladeda export --with-patches) or drop pooling"
-                )
-            logits = self.pool_override(torch.from_numpy(patches)[:, None]).numpy().reshape(-1)
-        return logits.astype(np.float32), patches
+        logits, patches = predict(self.predictor, x, batch_size=len(x), keep_patches=True)  # the one scoring loop
+        return logits.numpy(), None if patches is None else patches[:, 0].numpy()
 
-    def _result(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
-        probability = 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
-        unsure = self.unsure is not None and self.unsure[0] <= probability <= self.unsure[1]
-        is_fake = None if unsure else bool(probability >= self.threshold)
+    def verdict(self, probability: float) -> str:
+        """``"real"``, ``"fake"`` or ``"unsure"`` for a fake probability, by this pipeline's threshold and band."""
+        if self.unsure is not None and self.unsure[0] <= probability <= self.unsure[1]:
+            return "unsure"
+        return "fake" if probability >= self.threshold else "real"
+
+    def result_for(self, logit: float, patches: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
+        """The result dict (:data:`RESULT_KEYS`) of one image logit, its patch map (h, w) or None, and (W, H)."""
+        probability = float(sigmoid(logit))
+        verdict = self.verdict(probability)
         return {
-            "is_fake": is_fake,
-            "verdict": "unsure" if unsure else ("fake" if is_fake else "real"),
+            "is_fake": None if verdict == "unsure" else verdict == "fake",
+            "verdict": verdict,
             "fake_probability": float(probability),
             "logit": float(logit),
             "threshold": self.threshold,
             "calibrated": self.calibrated,
             "patch_heatmap": None if patches is None else np.ascontiguousarray(patches, dtype=np.float32),
             "image_size": (int(size[0]), int(size[1])),
+            "geometry": None if patches is None else (self._geometry or self.predictor.geometry),
         }
 
     # -- public API -----------------------------------------------------------------------------------
@@ -252,55 +263,81 @@ class InferencePipeline:
         """
         x, size = prepare_input(image)
         logits, patches = self.run_tensor(x[None])
-        return self._result(float(logits[0]), None if patches is None else patches[0], size)
+        return self.result_for(float(logits[0]), None if patches is None else patches[0], size)
 
     def predict_batch(
-        self, images: Iterable[ImageInput], batch_size: int | None = None, progress: bool = True
+        self,
+        images: Iterable[ImageInput],
+        batch_size: int | None = None,
+        progress: bool = True,
+        loader: Callable[[ImageInput], tuple[torch.Tensor, tuple[int, int], Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Score many images in batches; one row per input, in order.
 
         Each row holds the :data:`RESULT_KEYS` plus ``source`` (the path, or ``<Type #i>``) and ``error``
         (``None``, or the message of an input that could not be read — then the other keys are ``None``).
-        A bad input never aborts the batch. Images are decoded by ``num_workers`` threads while a tqdm bar
-        (``progress``) counts them.
+        A bad input never aborts the batch. Images are decoded by ``num_workers`` threads up to two batches ahead
+        of the model, so decoding overlaps with scoring, while a tqdm bar (``progress``) counts them.
+        ``loader`` turns one input into ``(x, (W, H), display)`` (see :func:`decode_input`, the default):
+        ``x`` uint8 (3, 256, 256) or normalised float, ``display`` what a heatmap is drawn on (or None).
         """
+        return list(self.iter_predictions(images, batch_size, progress, loader=loader))
+
+    def iter_predictions(
+        self,
+        images: Iterable[ImageInput],
+        batch_size: int | None = None,
+        progress: bool = True,
+        keep_images: bool = False,
+        loader: Callable[[ImageInput], tuple[torch.Tensor, tuple[int, int], Any]] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The rows of :meth:`predict_batch`, one batch at a time; with ``keep_images`` each good row also holds
+        ``image``: the decoded image (PIL) to draw its heatmap on, so nothing is decoded twice."""
         from tqdm.auto import tqdm
 
         images = list(images)
         batch_size = int(batch_size or self.batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rows: list[dict[str, Any]] = [None] * len(images)  # type: ignore[list-item]
+        load_one = loader or decode_input
 
-        def load(index: int) -> tuple[int, torch.Tensor | None, tuple[int, int] | None, str | None]:
+        def load(index: int) -> tuple[int, Any, tuple[int, int] | None, Any, str | None]:
             try:
-                x, size = prepare_input(images[index])
-                return index, x, size, None
+                x, size, display = load_one(images[index])
+                return index, x, size, display, None
             except (ValueError, OSError, TypeError) as err:  # ImageLoadError is a ValueError
-                return index, None, None, f"{type(err).__name__}: {err}"
+                return index, None, None, None, f"{type(err).__name__}: {err}"
+
+        def score(loaded: list[tuple[int, Any, tuple[int, int] | None, Any, str | None]]) -> Iterator[dict[str, Any]]:
+            good = [item for item in loaded if item[4] is None]
+            scored: dict[int, dict[str, Any]] = {}
+            if good:
+                logits, patches = self.run_tensor(_stack([item[1] for item in good]))
+                for k, (index, _, size, display, _) in enumerate(good):
+                    row = self.result_for(float(logits[k]), None if patches is None else patches[k], size)
+                    scored[index] = row | {"source": _describe(images[index], index), "error": None}
+                    if keep_images:
+                        scored[index]["image"] = display
+            bar.update(len(loaded))
+            for index, _, _, _, error in loaded:
+                if error is not None:
+                    yield dict.fromkeys(RESULT_KEYS) | {"source": _describe(images[index], index), "error": error}
+                else:
+                    yield scored[index]
 
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
-        pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 1 else None
         try:
-            for start in range(0, len(images), batch_size):
-                indices = range(start, min(start + batch_size, len(images)))
-                loaded = list(pool.map(load, indices)) if pool is not None else [load(i) for i in indices]
-                good = [item for item in loaded if item[3] is None]
-                for index, _, _, error in loaded:
-                    if error is not None:
-                        rows[index] = dict.fromkeys(RESULT_KEYS) | {"source": _describe(images[index], index)}
-                        rows[index]["error"] = error
-                if good:
-                    logits, patches = self.run_tensor(torch.stack([item[1] for item in good]))
-                    for k, (index, _, size, _) in enumerate(good):
-                        row = self._result(float(logits[k]), None if patches is None else patches[k], size)
-                        rows[index] = row | {"source": _describe(images[index], index), "error": None}
-                bar.update(len(loaded))
+            # decoding runs in num_workers threads up to two batches ahead of the model (ladeda_lib.decode.prefetch)
+            loaded: list[Any] = []
+            for item in prefetch(load, range(len(images)), self.num_workers, ahead=2 * batch_size):
+                loaded.append(item)
+                if len(loaded) == batch_size:
+                    yield from score(loaded)
+                    loaded = []
+            if loaded:
+                yield from score(loaded)
         finally:
             bar.close()
-            if pool is not None:
-                pool.shutdown()
-        return rows
 
     def predict_folder(
         self, path: str | os.PathLike, recursive: bool = True, batch_size: int | None = None, progress: bool = True

@@ -4,7 +4,7 @@
 of deterministic degradations (:mod:`ladeda_lib.data.degrade`) and reports, per setting, AP, accuracy and
 the share of decisions that *flip* against the clean image. The model is anything ``ladeda predict`` loads —
 a checkpoint, a published state_dict, an ``.onnx`` or a ``.tflite`` file — through
-:class:`ladeda_lib.inference.InferencePipeline`.
+:func:`ladeda_lib.predictors.load_predictor` and the one scoring loop, :func:`ladeda_lib.runner.predict`.
 
 * :func:`default_sweep` — clean; JPEG 95 → 30; rescale 0.9 → 0.25 (then back through the shared geometry);
   Gaussian blur 0.5 → 3; centre crop instead of the whole-image resize; the platform chains of the toy set
@@ -22,7 +22,6 @@ Everything is deterministic: the degradations draw no random numbers. Introduced
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -33,7 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ladeda_lib.contract import sigmoid
 from ladeda_lib.data.degrade import Degradation, apply_chain, center_crop, chain_label, platform_chains, tta_chains
+from ladeda_lib.jsonio import json_safe, write_json
 
 #: Families of settings, in report order, with the x-axis each is plotted against.
 FAMILIES = {
@@ -110,12 +111,8 @@ class SweepResult:
             "platform": self.platform,
             "n_images": self.n,
             "tta": self.tta,
-            "settings": [{k: _finite(v) for k, v in r.items()} for r in self.rows],
+            "settings": json_safe(self.rows),
         }
-
-
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,11 +122,12 @@ def load_scorer(model: Any, batch_size: int = 16) -> tuple[ScoreFn, str]:
     """A scoring function uint8 (N, 3, S, S) → logits (N,) and a name, for anything ``ladeda predict`` loads.
 
     ``model``: a :class:`~ladeda_lib.models.PatchDetector`, a checkpoint (ours or a published state_dict), an
-    ``.onnx`` or a ``.tflite`` file — loaded by :class:`ladeda_lib.inference.InferencePipeline`. A missing
-    or unreadable file raises ``ValueError``/``FileNotFoundError`` naming it and what was expected.
+    ``.onnx`` or a ``.tflite`` file — loaded by :func:`ladeda_lib.predictors.load_predictor` and scored by the
+    one scoring loop, :func:`ladeda_lib.runner.predict`. A missing or unreadable file raises
+    ``ValueError``/``FileNotFoundError`` naming it and what was expected.
     """
-    from ladeda_lib.data.images import normalize_uint8
-    from ladeda_lib.inference import InferencePipeline
+    from ladeda_lib.predictors import load_predictor
+    from ladeda_lib.runner import predict
 
     if isinstance(model, str | os.PathLike):
         path = Path(model)
@@ -138,7 +136,7 @@ def load_scorer(model: Any, batch_size: int = 16) -> tuple[ScoreFn, str]:
                 f"--model {path}: file not found (expected a checkpoint .pt/.pth, an .onnx or a .tflite file)"
             )
         try:
-            pipe = InferencePipeline(path, batch_size=batch_size)
+            predictor = load_predictor(path)
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"--model {path}: {err}") from err
         except Exception as err:  # noqa: BLE001 - a corrupt file surfaces as many error types; name the file
@@ -148,15 +146,11 @@ def load_scorer(model: Any, batch_size: int = 16) -> tuple[ScoreFn, str]:
             ) from err
         name = str(path)
     else:
-        pipe = InferencePipeline(model, batch_size=batch_size)
+        predictor = load_predictor(model)
         name = type(model).__name__
 
     def score(images: torch.Tensor) -> np.ndarray:
-        out = []
-        for start in range(0, images.shape[0], batch_size):
-            logits, _ = pipe.run_tensor(normalize_uint8(images[start : start + batch_size]))
-            out.append(np.asarray(logits, dtype=np.float64).reshape(-1))
-        return np.concatenate(out) if out else np.zeros(0)
+        return predict(predictor, images, batch_size)[0].numpy().astype(np.float64)
 
     return score, name
 
@@ -185,10 +179,10 @@ def select_test_samples(
     split; ``"all"`` or None takes the whole split; a name takes that platform. Raises ``ValueError`` when
     nothing is left, naming the split, the platform and what the dataset has.
     """
-    from ladeda_lib.data.layouts import DatasetIndex, detect_dataset
-    from ladeda_lib.data.toy import PLATFORMS, ensure_toy_dataset
+    from ladeda_lib.data.layouts import resolve_dataset
+    from ladeda_lib.data.toy import PLATFORMS
 
-    index = data if isinstance(data, DatasetIndex) else detect_dataset(ensure_toy_dataset() if data is None else data)
+    index = resolve_dataset(data)
     samples = index.select(split=split)
     present = sorted({s.platform for s in samples if s.platform})
     chosen: str | None
@@ -274,7 +268,7 @@ def run_sweep(
     for setting in tqdm(settings, desc="robustness", unit="setting", disable=not progress):
         images = _degraded(setting, tensors.images, tensors.samples)
         logits = tta_score(score, images, tta)
-        decisions = 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80))) >= threshold
+        decisions = sigmoid(logits) >= threshold
         if reference is None:
             reference = decisions
         m = binary_metrics(labels, logits, threshold)
@@ -374,7 +368,7 @@ def write_outputs(result: SweepResult, output: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "robustness.md", "json": out / "robustness.json", "png": out / "robustness.png"}
     paths["md"].write_text(format_markdown(result))
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    write_json(paths["json"], result.to_dict())
     fig = plot_sweeps({Path(result.model).name: result}, path=paths["png"])
     plt.close(fig)
     return paths

@@ -15,6 +15,7 @@ Introduced in notebook 06.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import os
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ladeda_lib.contract import sigmoid
+from ladeda_lib.data.images import load_mask
 from ladeda_lib.geometry import INPUT_GEOMETRY, PatchGeometry, upsample_patch_map
 from ladeda_lib.inference import InferencePipeline
-from ladeda_lib.runtime import geometry_for_grid
+from ladeda_lib.models import LaDeDa, TinyLaDeDa
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -39,8 +42,26 @@ COLORMAPS = ("inferno", "viridis", "magma", "coolwarm", "jet")
 FILTERS = ("all", "real", "fake", "misclassified")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+@functools.cache
+def _default_geometries() -> tuple[PatchGeometry, ...]:
+    # Geometry depends only on the layer layout, not on the width: a width-1 teacher is enough.
+    return TinyLaDeDa().geometry(), LaDeDa(width=1).geometry()
+
+
+def fallback_geometry(grid: int, input_size: int = INPUT_GEOMETRY.image_size) -> PatchGeometry:
+    """The geometry of the *default* student (``right_diag``) or teacher whose grid at ``input_size`` is ``grid``.
+
+    Only for a bare patch map handed to :func:`place_heatmap` without its geometry: results of
+    :class:`~ladeda_lib.inference.InferencePipeline` carry their own (from the model, or the exported file's
+    sidecar). A student with another preprocessing has the same grid but another offset — pass its geometry.
+    """
+    for geometry in _default_geometries():
+        if geometry.grid_size(input_size) == grid:
+            return geometry
+    raise ValueError(
+        f"no default model gives a {grid}×{grid} patch grid at {input_size}×{input_size}; pass geometry= "
+        "(model.geometry(), or the result's 'geometry')"
+    )
 
 
 def to_display_image(image: Any, max_side: int | None = None) -> Image.Image:
@@ -60,6 +81,8 @@ def to_display_image(image: Any, max_side: int | None = None) -> Image.Image:
         else:
             arr = (INPUT_GEOMETRY.denormalize(x.float()).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         pil = Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    elif isinstance(image, Image.Image) and image.mode == "RGB" and image.getexif().get(0x0112, 1) == 1:
+        pil = image  # already decoded and upright (what the inference pipeline keeps): not decoded again
     else:
         pil = load_image(image)
     if max_side is not None and max(pil.size) > max_side:
@@ -77,29 +100,16 @@ def place_heatmap(
     """Patch logits (h, w) → patch fake-probabilities on the image's own pixels, (H, W) float32 in [0, 1].
 
     ``image_size`` is (W, H). The map is placed on the ``input_size`` model grid by the receptive-field
-    geometry (default: :func:`~ladeda_lib.runtime.geometry_for_grid` of its side), then resized to (H, W)
-    — the inverse of the resize that produced the model input.
+    ``geometry`` (pass the model's, or a result's ``"geometry"``; without one: :func:`fallback_geometry`),
+    then resized to (H, W) — the inverse of the resize that produced the model input.
     """
     patch = torch.as_tensor(np.asarray(patch_heatmap, dtype=np.float32))
     if patch.dim() != 2:
         raise ValueError(f"a patch heatmap is 2-D (h, w), got shape {tuple(patch.shape)}")
-    geometry = geometry or geometry_for_grid(int(patch.shape[-1]), input_size)
+    geometry = geometry or fallback_geometry(int(patch.shape[-1]), input_size)
     width, height = image_size
     placed = upsample_patch_map(patch, geometry, input_size, out_hw=(int(height), int(width)))
-    return _sigmoid(placed.numpy()).astype(np.float32)
-
-
-def _load_mask(mask: Any, size: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask (path / PIL / array; white = generated) → bool (H, W) at ``size`` = (W, H)."""
-    from PIL import Image
-
-    pil = mask if isinstance(mask, Image.Image) else Image.open(mask) if not isinstance(mask, np.ndarray) else None
-    if pil is None:
-        pil = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-    pil = pil.convert("L")
-    if pil.size != tuple(size):
-        pil = pil.resize(tuple(size), Image.NEAREST)
-    return np.asarray(pil) > 127
+    return sigmoid(placed.numpy()).astype(np.float32)
 
 
 def render_heatmap(
@@ -124,7 +134,7 @@ def render_heatmap(
         alpha: overlay opacity in [0, 1]. cmap: matplotlib colormap name.
         threshold: decision threshold shown in the title and the histogram (default: the result's).
         mask: ground-truth mask of a spliced fake (white = generated), drawn as an outline.
-        geometry: patch geometry (default: from the heatmap's grid).
+        geometry: patch geometry (default: the result's ``"geometry"``, see :func:`place_heatmap`).
         show_histogram: add a third panel with the histogram of patch fake-probabilities.
         title: figure title (default: the verdict).
         max_side: shrink the image to this longest side before drawing (the placement is unchanged).
@@ -139,11 +149,11 @@ def render_heatmap(
     pil = to_display_image(image, max_side)
     threshold = float(result["threshold"] if threshold is None else threshold)
     probability = float(result["fake_probability"])
-    verdict = "FAKE" if probability >= threshold else "REAL"
+    verdict = "FAKE" if probability >= threshold else "REAL"  # at the figure's threshold (the explorer moves it)
     if result.get("verdict") == "unsure":
         verdict = "UNSURE"
     heat = result.get("patch_heatmap")
-    placed = None if heat is None else place_heatmap(heat, pil.size, geometry)
+    placed = None if heat is None else place_heatmap(heat, pil.size, geometry or result.get("geometry"))
 
     panels = 3 if show_histogram else 2
     aspect = pil.height / pil.width
@@ -160,7 +170,7 @@ def render_heatmap(
     else:
         axes[1].set_title("no patch map (exported without patch output)")
     if mask is not None:
-        gt = _load_mask(mask, pil.size)
+        gt = load_mask(mask, pil.size).numpy()
         if gt.any():
             axes[1].contour(gt.astype(np.float32), levels=[0.5], colors=["#00ff66"], linewidths=1.5)
             axes[1].plot([], [], color="#00ff66", label="generated region (ground truth)")
@@ -170,7 +180,7 @@ def render_heatmap(
     if show_histogram:
         ax = axes[2]
         if heat is not None:
-            patch_probs = _sigmoid(np.asarray(heat, dtype=np.float32)).ravel()
+            patch_probs = sigmoid(np.asarray(heat, dtype=np.float32)).ravel()
             ax.hist(patch_probs, bins=40, range=(0.0, 1.0), color="#4c72b0")
             ax.set_yscale("log")
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
@@ -445,9 +455,7 @@ class HeatmapExplorer:
             cmap=c["colormap"].value,
             threshold=float(c["threshold"].value),
             mask=mask,
-            geometry=self.pipelines[model].geometry(
-                None if result["patch_heatmap"] is None else result["patch_heatmap"].shape[-1]
-            ),
+            geometry=result.get("geometry"),
             show_histogram=True,
             title=f"{Path(sample.path).name} (truth: {truth}) — {model}",
             max_side=self.display_size,

@@ -17,9 +17,10 @@ from ladeda_lib.calibration import (
     fit_calibration,
     reliability_bins,
 )
+from ladeda_lib.contract import DecisionCalibration
 from ladeda_lib.inference import InferencePipeline
 from ladeda_lib.models import TinyLaDeDa
-from ladeda_lib.runtime import Calibration, load_predictor
+from ladeda_lib.predictors import load_predictor
 
 
 def test_fit_recovers_offset_and_temperature_of_huge_logits():
@@ -129,7 +130,7 @@ def test_calibrate_turns_chance_into_what_the_ranking_allows(labelled, huge_logi
 
 
 def test_unsure_band_and_the_missing_record_note(huge_logit_student, labelled, capsys):
-    cal = Calibration(offset=0.0, temperature=1.0)
+    cal = DecisionCalibration(offset=0.0, temperature=1.0)
     assert cal.apply(np.array([2.0]))[0] == 2.0
     pipe = InferencePipeline(TinyLaDeDa(), threshold=0.5, unsure=(0.0, 1.0))
     result = pipe.predict(_image(True, 1))

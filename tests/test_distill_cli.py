@@ -3,11 +3,10 @@
 import json
 
 from ladeda_lib import cli
-from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
 
 
-def test_training_commands_end_to_end(tmp_path, capsys):
-    data = make_toy_dataset(tmp_path / "toy", seed=2, config=ToyConfig(2, 2, 1), progress=False)
+def test_training_commands_end_to_end(toy_data, tmp_path, capsys):
+    data = toy_data
     common = ["--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
     teacher = tmp_path / "teacher.pt"
     assert cli.main(["train-teacher", *common, "--output", str(teacher), "--width", "2", "--epochs", "1",
@@ -55,10 +54,10 @@ def test_every_config_field_has_a_flag_with_the_dataclass_default():
         assert config_from_args(cls, args) == cls(), command  # parsed defaults == dataclass defaults
 
     args = parser.parse_args(["train-student-two-stage", "--warmup-lr", "0.5", "--plateau-patience", "3",
-                              "--preprocess", "raw", "--no-calibrate", "--no-amp", "--resume", "--pool", "all"])  # fmt: skip
+                              "--preprocess", "raw", "--no-fit-offset", "--no-amp", "--resume", "--pool", "all"])  # fmt: skip
     cfg = config_from_args(TwoStageTrainConfig, args)
     assert (cfg.warmup_lr, cfg.plateau_patience, cfg.preprocess) == (0.5, 3, "raw")
-    assert (cfg.calibrate, cfg.amp, cfg.resume, cfg.pool) == (False, False, True, "all")
+    assert (cfg.fit_offset, cfg.amp, cfg.resume, cfg.pool) == (False, False, True, "all")
     assert config_from_args(TeacherTrainConfig, parser.parse_args(["train-teacher", "--keep-last"])).keep_best is False
 
 

@@ -61,6 +61,7 @@ def _worker(rank: int, world: int, root: str) -> None:
         sys.stderr.flush()
 
 
+@pytest.mark.slow  # two processes and a gloo rendezvous: about 24 s on 2 cores
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
 def test_two_gloo_processes_match_one_and_only_rank_0_writes(tmp_path):
     single = _train(tmp_path / "single", progress=False)

@@ -54,3 +54,27 @@ def test_cache_reused_and_rebuilt_when_data_or_teacher_change(tmp_path):
     retrained = compute_teacher_targets(other_teacher, images, tmp_path, progress=False)
     assert not retrained.from_cache and retrained.path != first.path
     assert not torch.equal(retrained.patches, first.patches)
+
+
+def _compute_in_child(cache_dir: str, queue) -> None:
+    targets = compute_teacher_targets(_teacher(), _images(n=40), cache_dir, progress=False)
+    queue.put(targets.patches.sum().item())
+
+
+def test_two_jobs_computing_the_same_targets_into_one_cache_both_finish(tmp_path):
+    """Two runs sharing a cache used to write one ``.partial`` file: the slower one found it renamed and failed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    jobs = [ctx.Process(target=_compute_in_child, args=(str(tmp_path), queue)) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    sums = [queue.get(timeout=5) for _ in jobs]
+    assert sums[0] == sums[1]
+    assert len(list(tmp_path.glob("*.f32"))) == 1 and not list(tmp_path.glob("*partial*"))
+    reread = compute_teacher_targets(_teacher(), _images(n=40), tmp_path, progress=False)
+    assert reread.from_cache and reread.patches.sum().item() == sums[0]

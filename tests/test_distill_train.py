@@ -247,16 +247,17 @@ def test_two_stage_resume_inside_stage_two_matches_uninterrupted(tmp_path, data,
     assert _changed(_state(whole.model), _state(resumed.model)) == set()
 
 
-def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
-    from ladeda_lib.distill.train import calibrate_offset
-    from ladeda_lib.evaluation import binary_metrics, predict
+def test_decision_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
+    from ladeda_lib.distill.offset import fit_decision_offset
+    from ladeda_lib.evaluation import binary_metrics
+    from ladeda_lib.runner import predict
 
     torch.manual_seed(5)
     model = TinyLaDeDa()
     with torch.no_grad():
         model.fc.bias.fill_(3.0)  # everything looks fake
     before, _ = predict(model, data.train.images)
-    shift = calibrate_offset(model, data.train.images, data.train.labels)
+    shift = fit_decision_offset(model, data.train.images, data.train.labels)
     after, _ = predict(model, data.train.images)
     torch.testing.assert_close(after, before + shift, rtol=0, atol=1e-4)
     assert binary_metrics(data.train.labels, after)["ap"] == binary_metrics(data.train.labels, before)["ap"]
@@ -264,8 +265,9 @@ def test_calibrate_offset_shifts_every_pooled_logit_and_keeps_the_ranking(data):
     assert bce(after, data.train.labels.float()) < bce(before, data.train.labels.float())
 
 
-def test_calibrate_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alone(data, monkeypatch):
-    from ladeda_lib.distill.train import calibrate_offset
+def test_decision_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alone(data, monkeypatch):
+    from ladeda_lib.distill import offset as offset_module
+    from ladeda_lib.distill.offset import fit_decision_offset
 
     mask = torch.zeros(len(data.train), dtype=torch.bool)
     mask[::3] = True
@@ -274,35 +276,42 @@ def test_calibrate_offset_on_masked_rows_reads_them_in_chunks_and_fits_them_alon
     model = TinyLaDeDa()
     reference = TinyLaDeDa()
     reference.load_state_dict(model.state_dict())
-    want = calibrate_offset(reference, data.train.images[mask], data.train.labels[mask])
+    want = fit_decision_offset(reference, data.train.images[mask], data.train.labels[mask])
 
     seen: list[int] = []
-    original = train_module.predict
+    original = offset_module.predict
 
     def counting_predict(m, images, *args, **kwargs):
         seen.append(images.shape[0])
         return original(m, images, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "CALIBRATION_CHUNK", 2)
-    monkeypatch.setattr(train_module, "predict", counting_predict)
-    got = calibrate_offset(model, data.train.images, data.train.labels, mask=mask)
+    monkeypatch.setattr(offset_module, "OFFSET_CHUNK", 2)
+    monkeypatch.setattr(offset_module, "predict", counting_predict)
+    got = fit_decision_offset(model, data.train.images, data.train.labels, mask=mask)
     assert seen and max(seen) <= 2 and sum(seen) == int(mask.sum())  # never all selected rows at once
     assert got == pytest.approx(want, abs=1e-5)
     torch.testing.assert_close(model.fc.bias, reference.fc.bias, rtol=0, atol=1e-5)
 
 
-def test_training_calibrates_only_fc_bias_and_records_it(tmp_path, data, teacher):
-    plain = train_student(_cfg(tmp_path, "plain", calibrate=False), teacher=teacher, data=data, progress=False)
+def test_training_fits_only_the_decision_offset_and_records_it(tmp_path, data, teacher):
+    plain = train_student(_cfg(tmp_path, "plain", fit_offset=False), teacher=teacher, data=data, progress=False)
     tuned = train_student(_cfg(tmp_path, "tuned"), teacher=teacher, data=data, progress=False)
-    assert "calibration" not in json.loads(plain.log_path.read_text())
+    assert "decision_offset" not in json.loads(plain.log_path.read_text())
     log = json.loads(tuned.log_path.read_text())
-    shift = log["calibration"]["offset"]
+    shift = log["decision_offset"]["offset"]
     assert _changed(_state(plain.model), _state(tuned.model)) <= {"fc.bias"}
     torch.testing.assert_close(tuned.model.fc.bias, plain.model.fc.bias + shift)
     saved = load_checkpoint(tuned.final_path, expected="TinyLaDeDa")
-    assert saved.metadata["calibration_offset"] == shift
+    assert saved.metadata["decision_offset"] == shift
     torch.testing.assert_close(saved.model.fc.bias, tuned.model.fc.bias)
-    assert log["calibration"]["val_after"]["ap"] == pytest.approx(log["calibration"]["val_before"]["ap"])
+    assert log["decision_offset"]["val_after"]["ap"] == pytest.approx(log["decision_offset"]["val_before"]["ap"])
+    assert any(n.startswith("decision offset fitted") for n in log["notes"])
+    # the best checkpoint gets its own offset, fitted to its own weights, in the same run (no rewrite after fit)
+    best_plain = load_checkpoint(plain.best_path, expected="TinyLaDeDa")
+    best_tuned = load_checkpoint(tuned.best_path, expected="TinyLaDeDa")
+    best_shift = best_tuned.metadata["decision_offset"]
+    torch.testing.assert_close(best_tuned.model.fc.bias, best_plain.model.fc.bias + best_shift)
+    assert "decision_offset" not in best_plain.metadata
 
 
 def test_labelled_subset_is_stratified_and_deterministic():
@@ -338,3 +347,91 @@ def test_label_fraction_limits_the_task_term_and_calibration(tmp_path, data, tea
     batch = prep.task.fetch(torch.arange(12))
     assert torch.equal(batch["labelled"], prep.task.labelled)
     assert prep.teacher_info["target_scale"] > 0 and prep.teacher_info["target_clip"] == 4.0
+
+
+def test_warmup_cosine_ramps_up_then_decays_to_zero():
+    from ladeda_lib.distill.loop import Stage, warmup_cosine_lr
+
+    stage = Stage("single", epochs=4, lr=1e-2, scheduler="warmup_cosine", warmup_epochs=1.0)
+    rates = [warmup_cosine_lr(stage, epoch, 5, step) for epoch in range(4) for step in range(5)]
+    assert rates[0] == pytest.approx(1e-2 / 5)  # the first step already moves
+    assert rates[:5] == sorted(rates[:5]) and rates[4] == pytest.approx(1e-2)  # linear ramp over one epoch
+    assert rates[5:] == sorted(rates[5:], reverse=True)  # then only down
+    assert rates[-1] < 0.02 * 1e-2  # close to zero at the end (the last step starts 0.2 epoch before it)
+
+
+def test_warmup_cosine_sets_the_rate_of_every_step_and_resumes_exactly(tmp_path, data, teacher):
+    cfg = _cfg(tmp_path, "whole", epochs=3, schedule="warmup_cosine", lr_warmup_epochs=1.0)
+    whole = train_student(cfg, teacher=teacher, data=data, progress=False)
+    # history's lr is the last step's rate: 3 batches of 4 images an epoch
+    from ladeda_lib.distill.loop import Stage, warmup_cosine_lr
+
+    stage = Stage("single", 3, cfg.lr, scheduler="warmup_cosine", warmup_epochs=1.0)
+    assert [r["lr"] for r in whole.history] == pytest.approx([warmup_cosine_lr(stage, e, 3, 2) for e in range(3)])
+
+    def stop_after_first(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    parts = replace(cfg, output=tmp_path / "parts")
+    with pytest.raises(KeyboardInterrupt):
+        train_student(parts, teacher=teacher, data=data, progress=False, callback=stop_after_first)
+    resumed = train_student(replace(parts, resume=True), teacher=teacher, data=data, progress=False)
+    assert _changed(_state(whole.model), _state(resumed.model)) == set()
+
+
+def test_unknown_schedule_and_target_mode_are_refused(tmp_path, data, teacher):
+    with pytest.raises(ValueError, match="--schedule 'linear'"):
+        train_student(_cfg(tmp_path, "s", schedule="linear"), teacher=teacher, data=data, progress=False)
+    with pytest.raises(ValueError, match="--targets 'fresh'"):
+        train_student(_cfg(tmp_path, "t", targets="fresh"), teacher=teacher, data=data, progress=False)
+
+
+def test_target_mode_auto_is_consistent_only_when_augmenting_with_a_teacher():
+    from ladeda_lib.data.augment import AugmentConfig
+
+    on = AugmentConfig.platform()
+    assert StudentTrainConfig().target_mode() == "cached"
+    assert StudentTrainConfig(augment=on).target_mode() == "consistent"
+    assert StudentTrainConfig(augment=on, alpha_distill=0.0).target_mode() == "cached"  # no teacher to run
+    assert StudentTrainConfig(augment=on, targets="cached").target_mode() == "cached"
+
+
+def test_consistent_targets_are_the_teachers_map_of_the_degraded_batch(tmp_path, data, teacher):
+    """Cached targets are the teacher's map of the clean image; consistent ones, of the image the student sees."""
+    from ladeda_lib.data.augment import AugmentConfig
+    from ladeda_lib.data.images import normalize_uint8
+    from ladeda_lib.distill.train import prepare_student_run
+
+    harsh = AugmentConfig(p_rescale=1.0, rescale_factor=(0.5, 0.5), p_jpeg=1.0, jpeg_quality=(30, 30))
+    cached = prepare_student_run(_cfg(tmp_path, "c", augment=harsh, targets="cached"), teacher, data, progress=False)
+    live = prepare_student_run(_cfg(tmp_path, "l", augment=harsh), teacher, data, progress=False)
+    assert not cached.task.consistent and live.task.consistent and live.teacher_info["targets"] == "consistent"
+    plan = live.task.plan(torch.Generator().manual_seed(0), 4)
+    batch_live = live.task.fetch(plan[0])
+    batch_cached = cached.task.fetch(cached.task.plan(torch.Generator().manual_seed(0), 4)[0])
+    assert torch.equal(batch_live["images"], batch_cached["images"])  # the same degraded images
+    assert not torch.equal(batch_live["images"], data.train.images[plan[0][0]])  # ... which differ from the clean ones
+    clean_maps = cached.task.targets_for(batch_cached)
+    assert torch.equal(clean_maps, cached.task.targets[plan[0][0]])
+    live_maps = live.task.targets_for(batch_live)
+    with torch.no_grad():
+        expected = teacher.eval().forward_with_patches(normalize_uint8(batch_live["images"]))[1]
+    assert torch.allclose(live_maps, expected, atol=1e-5 * float(expected.abs().max()))
+    assert (live_maps - clean_maps).abs().max() > 0.05 * clean_maps.abs().max()
+    # the teacher stays frozen and the same scale is used in both modes
+    assert not any(p.requires_grad for p in live.task.teacher.parameters())
+    assert live.task.scale == cached.task.scale
+
+
+def test_consistent_run_trains_and_records_its_target_mode(tmp_path, data, teacher):
+    from ladeda_lib.data.augment import AugmentConfig
+
+    before = _state(teacher)
+    result = train_student(
+        _cfg(tmp_path, "c", augment=AugmentConfig.platform()), teacher=teacher, data=data, progress=False
+    )
+    assert _changed(before, _state(teacher)) == set()
+    log = json.loads(result.log_path.read_text())
+    assert log["metadata"]["teacher"]["targets"] == "consistent"
+    assert all(r["train_distill"] > 0 for r in result.history)

@@ -1,6 +1,7 @@
 """Detection metrics on hand-computed cases, pixel AUC of placed heatmaps, and evaluate_model end to end."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,7 @@ from PIL import Image
 
 from ladeda_lib import cli
 from ladeda_lib.checkpoints import save_checkpoint
-from ladeda_lib.data.layouts import Sample
-from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
+from ladeda_lib.data.layouts import Sample, detect_dataset
 from ladeda_lib.evaluation import binary_metrics, evaluate_model, localisation_score, pixel_auc
 from ladeda_lib.geometry import upsample_patch_map
 from ladeda_lib.models import PatchDetector, TinyLaDeDa
@@ -77,88 +77,50 @@ def test_localisation_score_with_an_oracle(tmp_path):
     assert score["n_images"] == 1 and score["pixel_auc"] > 0.97
 
 
-@pytest.fixture(scope="module")
-def tiny_toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    cfg = ToyConfig(train_per_class=2, val_per_class=3, test_per_class=3, partial_fraction=0.5)
-    return make_toy_dataset(root, seed=1, config=cfg, progress=False)
-
-
-def test_evaluate_model_per_split_and_platform(tiny_toy):
+def test_evaluate_model_per_split_and_platform(toy_data):
     torch.manual_seed(0)
-    report = evaluate_model(TinyLaDeDa(), tiny_toy, progress=False)
+    report = evaluate_model(TinyLaDeDa(), toy_data, progress=False)
     groups = report["groups"]
     assert set(groups) == {"val", "test", "test/reddit", "test/twitter", "test/facebook"}
     assert groups["val"]["n"] == 6 and groups["test"]["n"] == 18 and groups["test/reddit"]["n"] == 6
     platform_aps = [groups[f"test/{p}"]["ap"] for p in ("reddit", "twitter", "facebook")]
     assert report["mAP"] == pytest.approx(float(np.mean(platform_aps)))
     loc = report["localisation"]
-    assert loc is not None and loc["n_images"] >= 1 and 0.0 <= loc["pixel_auc"] <= 1.0
+    spliced = [
+        x
+        for x in detect_dataset(toy_data).samples
+        if x.mask is not None and x.label == 1 and x.split in ("val", "test")
+    ]
+    assert loc["n_images"] == len(spliced) >= 1
+    assert loc["pixel_auc"] == pytest.approx(float(np.nanmean(loc["per_image"])))
 
 
-def test_evaluate_cli(tiny_toy, tmp_path, capsys):
+def test_evaluate_cli(toy_data, tmp_path, capsys):
     path = save_checkpoint(TinyLaDeDa(), tmp_path / "student.pt")
     out = tmp_path / "metrics.json"
-    code = cli.main(["evaluate", "--model", str(path), "--data", str(tiny_toy), "--quiet", "--json", str(out)])
+    code = cli.main(["evaluate", "--model", str(path), "--data", str(toy_data), "--quiet", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "test/twitter" in text and "mAP" in text
     assert out.is_file()
 
 
-def test_predict_matches_the_plain_forward_and_leaves_the_model_alone():
-    from ladeda_lib.data.images import normalize_uint8
-    from ladeda_lib.evaluation import CPU_BATCH_LIMIT, predict
-    from ladeda_lib.models import LaDeDa
-
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (CPU_BATCH_LIMIT + 3, 3, 64, 64), dtype=torch.uint8, generator=g)
-    for model in (TinyLaDeDa(), LaDeDa(width=2)):
-        model.train()
-        before = {k: v.clone() for k, v in model.state_dict().items()}
-        logits, patches = predict(model, images, batch_size=32, keep_patches=True)
-        assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-        assert model.conv1.weight.is_contiguous()  # the caller's layout is unchanged
-        with torch.no_grad():
-            ref_logit, ref_patches = model.eval().forward_with_patches(normalize_uint8(images))
-        torch.testing.assert_close(logits, ref_logit.reshape(-1), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(patches, ref_patches, rtol=1e-4, atol=1e-4)
-        assert patches.is_contiguous()
-
-
-def test_predict_caps_cpu_batches(monkeypatch):
-    from ladeda_lib import evaluation
-
-    seen = []
-    original = TinyLaDeDa.forward_with_patches
-
-    def spy(self, x):
-        seen.append(x.shape[0])
-        return original(self, x)
-
-    monkeypatch.setattr(TinyLaDeDa, "forward_with_patches", spy)
-    images = torch.zeros(evaluation.CPU_BATCH_LIMIT * 2 + 1, 3, 32, 32, dtype=torch.uint8)
-    evaluation.predict(TinyLaDeDa(), images, batch_size=32)
-    assert seen == [evaluation.CPU_BATCH_LIMIT, evaluation.CPU_BATCH_LIMIT, 1]
-    seen.clear()
-    evaluation.predict(TinyLaDeDa(), images, batch_size=4)
-    assert seen == [4, 4, 4, 4, 1]
-
-
-def test_evaluate_any_format_with_scores_and_ece(tiny_toy, tmp_path):
-    from ladeda_lib.export import export_onnx
+def test_evaluate_any_format_with_scores_and_ece(toy_data, student_onnx, tmp_path):
+    from ladeda_lib.calibration import expected_calibration_error
     from ladeda_lib.viz import plot_reliability
 
-    torch.manual_seed(0)
-    model = TinyLaDeDa()
-    onnx = export_onnx(model, tmp_path / "Student.ONNX", with_patches=True)  # suffix case does not matter
-    torch_report = evaluate_model(model, tiny_toy, progress=False, localisation=False, keep_scores=True)
-    onnx_report = evaluate_model(onnx, tiny_toy, progress=False, keep_scores=True)
+    model, exported = student_onnx
+    onnx = tmp_path / "Student.ONNX"  # suffix case does not matter
+    onnx.write_bytes(exported.read_bytes())
+    (tmp_path / "Student.ONNX.ladeda.json").write_bytes(Path(f"{exported}.ladeda.json").read_bytes())
+    torch_report = evaluate_model(model, toy_data, progress=False, localisation=False, keep_scores=True)
+    onnx_report = evaluate_model(onnx, toy_data, progress=False, keep_scores=True)
     for group, metrics in torch_report["groups"].items():
         assert onnx_report["groups"][group]["ap"] == pytest.approx(metrics["ap"], abs=1e-6)
-        assert 0.0 <= metrics["ece"] <= 1.0
     assert onnx_report["localisation"]["n_images"] >= 1 and onnx_report["calibrated"] is False
     scores = torch_report["scores"]["test"]
     probabilities = 1 / (1 + np.exp(-np.array(scores["logits"])))
+    ece = expected_calibration_error(scores["labels"], probabilities)
+    assert torch_report["groups"]["test"]["ece"] == pytest.approx(ece) and ece > 0
     fig = plot_reliability({"student": (scores["labels"], probabilities)})
     assert "ECE" in fig.axes[0].get_legend().get_texts()[1].get_text()

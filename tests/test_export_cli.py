@@ -35,13 +35,8 @@ def test_output_must_be_writable_and_a_tflite_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_end_to_end_on_a_published_state_dict(tmp_path, capsys):
-    from ladeda_lib.data import make_toy_dataset
-    from ladeda_lib.data.toy import ToyConfig
-
-    data = make_toy_dataset(
-        tmp_path / "toy", config=ToyConfig(train_per_class=4, val_per_class=2, test_per_class=2), progress=False
-    )
+def test_end_to_end_on_a_published_state_dict(toy_data, tmp_path, capsys):
+    data = toy_data
     torch.manual_seed(0)
     torch.save(TinyLaDeDa().state_dict(), tmp_path / "WildRF_Tiny_LaDeDa.pth")  # a bare published state_dict
     out = tmp_path / "out" / "student_quantized.tflite"
@@ -69,5 +64,5 @@ def test_end_to_end_on_a_published_state_dict(tmp_path, capsys):
     assert out.is_file() and (tmp_path / "out" / "student_quantized.onnx").is_file()
     assert "| dynamic_range |" in printed and "| onnx |" in printed
     report = json.loads((tmp_path / "out" / "student_quantized_verification.json").read_text())
-    assert report["passed"] and report["num_images"] == 12  # 2 per class × 3 platforms
+    assert report["passed"] and report["num_images"] == 18  # 3 per class × 3 platforms
     assert [f["format"] for f in report["formats"]] == ["pytorch", "onnx", "dynamic_range"]

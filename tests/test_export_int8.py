@@ -1,6 +1,6 @@
 """Full int8 for any student: the pixel-input graph's pieces (zero-sum rounding, folded normalisation, border
 padding, whole-grid pooled head) and the stand-ins for the published checkpoints
-(:mod:`ladeda_lib.export.standins`) exporting to every format with every check passing, int8 included.
+(``benchmarks/standins.py``) exporting to every format with every check passing, int8 included.
 """
 
 from __future__ import annotations
@@ -10,25 +10,25 @@ import copy
 import numpy as np
 import pytest
 import torch
+from int8_study import choose_clamp
+from standins import stand_in, synthetic_images
 
 from ladeda_lib.calibration import fit_calibration
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export import export_model
-from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.int8 import (
+from ladeda_lib.export.int8 import export_pixel_onnx
+from ladeda_lib.graphs.pixel_input import (
     PixelInputStudent,
     border_pixels,
-    choose_clamp,
-    export_pixel_onnx,
     int8_round,
-    pixel_calibration,
+    normalised_to_pixels,
     pixel_images,
+    representative_pixels,
     snap_to_grid,
     zero_sum_round,
 )
-from ladeda_lib.export.standins import stand_in, synthetic_images
-from ladeda_lib.export.tflite import normalised_images
 from ladeda_lib.models import TinyLaDeDa
-from ladeda_lib.runtime import load_predictor, normalised_to_pixels
+from ladeda_lib.predictors import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +38,37 @@ def data():
     return calibration, calibration_labels, test_images, test_labels
 
 
-def test_choose_clamp_keeps_every_decision(data):
-    calibration, labels, _, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+@pytest.fixture(scope="module")
+def wildrf_like(data):
+    """The WildRF-like stand-in, built once (about 3 s idle, 13 s on a busy 2-core machine)."""
+    return stand_in("wildrf_like", data[0], data[1])
+
+
+@pytest.fixture(scope="module")
+def forensynth_like(data):
+    return stand_in("forensynth_like", data[0], data[1])
+
+
+def test_choose_clamp_keeps_every_decision(data, wildrf_like):
+    calibration = data[0]
+    model = wildrf_like
     bound = choose_clamp(model, calibration, max_shift=1.0)
+    assert bound is not None  # measured: 332 for this stand-in, against patch logits up to about ±600
     x = torch.from_numpy(normalised_images(calibration))
     with torch.no_grad():
         patches = model.patch_logits(x)
         before = model.pool(patches).reshape(-1)
-        if bound is not None:
-            after = model.pool(patches.clamp(-bound, bound)).reshape(-1)
-            assert bool(((after >= 0) == (before >= 0)).all()) and bound < float(patches.abs().max())
-    assert choose_clamp(model, calibration, max_shift=0.0) is None or bound is not None
+        after = model.pool(patches.clamp(-bound, bound)).reshape(-1)
+    assert bool(((after >= 0) == (before >= 0)).all()) and bound < float(patches.abs().max())
+    # no bound that clips anything moves no image logit at all
+    assert choose_clamp(model, calibration, max_shift=0.0) is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wildrf_like", "forensynth_like"])
-def test_large_logit_students_export_to_every_format_with_all_checks(kind, data, tmp_path):
+def test_large_logit_students_export_to_every_format_with_all_checks(kind, data, tmp_path, request):
     calibration, calibration_labels, test_images, test_labels = data
-    model = stand_in(kind, calibration, calibration_labels)
+    model = request.getfixturevalue(kind)
     with torch.no_grad():
         patches = model.patch_logits(torch.from_numpy(normalised_images(test_images)))
         logits = model.pool(patches).reshape(-1).numpy()
@@ -72,7 +84,7 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
         model,
         tmp_path / "student.tflite",
         "all",
-        calibration=calibration,
+        representative_images=calibration,
         eval_images=test_images,
         eval_labels=test_labels,
         with_patches=True,
@@ -92,15 +104,18 @@ def test_large_logit_students_export_to_every_format_with_all_checks(kind, data,
     assert int8.passed and int8.agreement >= 0.99, report.to_markdown()
     assert report.passed, report.to_markdown()
     # calibrated: the files' decisions are no longer "everything is fake"
-    pytorch_decisions = report.row("pytorch").accuracy
-    assert pytorch_decisions is not None and (decision is None or pytorch_decisions > 0.6)
+    pytorch_accuracy = report.row("pytorch").accuracy
+    if kind == "forensynth_like":
+        assert pytorch_accuracy > 0.6
+    else:  # uncalibrated, image logits around 0: the file decides as the model does
+        assert report.row("int8").agreement >= 0.99
 
 
-def test_equalize_channels_keeps_outputs_and_evens_out_ranges(data):
-    from ladeda_lib.export.int8 import equalize_channels
+def test_equalize_channels_keeps_outputs_and_evens_out_ranges(data, forensynth_like):
+    from ladeda_lib.graphs.equalize import equalize_channels
 
-    calibration, labels, _, _ = data
-    model = stand_in("forensynth_like", calibration, labels)
+    calibration = data[0]
+    model = forensynth_like
     equalized = equalize_channels(model, calibration)
     x = torch.from_numpy(normalised_images(calibration[:8]))
     with torch.no_grad():
@@ -178,16 +193,16 @@ def test_border_padding_is_the_normalised_zero():
 
 
 def test_pixel_graph_refuses_npr_and_the_calibration_range_is_exact(data):
-    with pytest.raises(ExportError, match="normalised-input graph"):
+    with pytest.raises(ValueError, match="normalised-input graph"):
         PixelInputStudent(TinyLaDeDa("NPR"))
     calibration = data[0]
-    pixels = pixel_calibration(calibration[:2] // 2 + 40)  # never reaches 0 or 255
+    pixels = representative_pixels(calibration[:2] // 2 + 40)  # never reaches 0 or 255
     assert float(pixels.min()) == -128 and float(pixels.max()) == 127
 
 
-def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, tmp_path):
-    calibration, labels, test_images, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, wildrf_like, tmp_path):
+    test_images = data[2]
+    model = wildrf_like
     graph = PixelInputStudent(model, with_patches=True)
     path = export_pixel_onnx(graph, tmp_path / "pixels.onnx")
     predictor = load_predictor(path, threads=1)
@@ -198,6 +213,9 @@ def test_onnx_pixel_file_is_fed_pixels_by_the_predictor(data, tmp_path):
     with torch.no_grad():
         want_logit, want_patches = graph(torch.from_numpy(pixel_images(test_images[:3])))
     assert np.allclose(logit, want_logit.numpy(), rtol=1e-4, atol=1e-4 * float(want_patches.abs().max()))
+    # uint8 images go in as pixels, with no normalised image in between: the same numbers exactly
+    from_pixels, _ = predictor(test_images[:3])
+    np.testing.assert_array_equal(from_pixels, logit)
 
 
 def test_snap_to_grid_puts_the_head_on_its_int8_grid_and_keeps_the_outputs():
@@ -223,7 +241,7 @@ def test_snap_to_grid_puts_the_head_on_its_int8_grid_and_keeps_the_outputs():
 
 
 def test_forensynth_like_copy_of_a_trained_student_has_mean_pooling_and_large_logits():
-    from ladeda_lib.export.standins import forensynth_like_from
+    from standins import forensynth_like_from
 
     torch.manual_seed(1)
     student = TinyLaDeDa(pool=0.1).eval()
@@ -253,18 +271,22 @@ def test_int8_round_has_256_levels_with_zero_among_them_and_clips():
     assert torch.equal(shifted >= 0, t >= 0)
 
 
-def test_bias_correction_brings_the_simulated_int8_file_closer_to_float(data):
+@pytest.mark.slow  # simulates int8 rounding layer by layer over 48 images, twice: about 30 s on 2 busy cores
+def test_bias_correction_brings_the_simulated_int8_file_closer_to_float(data, wildrf_like):
     calibration, labels, test_images, _ = data
-    model = stand_in("wildrf_like", calibration, labels)
+    model = wildrf_like
     fitted = fit_calibration(
         model(torch.from_numpy(normalised_images(calibration))).detach().numpy().reshape(-1), labels.numpy()
     )
     with torch.no_grad():
         want = torch.from_numpy(fitted.apply(model(torch.from_numpy(normalised_images(test_images))).numpy()))
-    cal_pixels, pixels = torch.from_numpy(pixel_calibration(calibration)), torch.from_numpy(pixel_images(test_images))
+    cal_pixels, pixels = (
+        torch.from_numpy(representative_pixels(calibration)),
+        torch.from_numpy(pixel_images(test_images)),
+    )
     errors = {}
     for corrected in (False, True):
-        graph = PixelInputStudent(model, calibration=fitted, correct_images=calibration if corrected else None)
+        graph = PixelInputStudent(model, decision_calibration=fitted, correct_images=calibration if corrected else None)
         with torch.no_grad():
             ranges = graph._ranges(cal_pixels)
             int8 = int8_round(graph._stages(pixels, ranges)[3], *ranges[3]).reshape(want.shape)

@@ -3,8 +3,9 @@
 import torch
 from torch import nn
 
-from ladeda_lib.export import DynamicRangeQuantizer, fold_batchnorm, quantize_per_channel
+from ladeda_lib.export import DynamicRangeQuantizer, quantize_per_channel
 from ladeda_lib.export.quantizer import DequantConv2d, DequantLinear, dequantize
+from ladeda_lib.graphs.fused import fold_batchnorm
 from ladeda_lib.models import LaDeDa, TinyLaDeDa
 
 

@@ -1,134 +1,55 @@
 """The slow end-to-end path: a briefly trained student → ONNX → four TFLite files → verification.
 
-One conversion is shared by the whole module. It runs with every socket connection refused, so the
-tests prove that conversion never touches the network, and it converts a file whose hash is checked
-afterwards, so they prove the user's .onnx is never modified.
+One conversion is shared by the whole session (``exported_student`` in ``conftest.py``). It runs with every
+socket connection refused, so the tests prove that conversion never touches the network, and it converts a
+file whose hash is checked afterwards, so they prove the user's .onnx is never modified.
 """
 
 import hashlib
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import NetworkBlocked, normalise
 
 from ladeda_lib.export import (
     ExportError,
-    TFLiteModel,
     Tolerances,
     compare_with_pytorch_quantizer,
     convert_to_tflite,
-    export_onnx,
     topk_k_as_constant_nodes,
     verify_exports,
 )
-from ladeda_lib.export.standins import synthetic_images
-from ladeda_lib.geometry import INPUT_GEOMETRY
-from ladeda_lib.models import TinyLaDeDa
+from ladeda_lib.predictors import TFLitePredictor
 
 pytestmark = pytest.mark.slow
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    return INPUT_GEOMETRY.normalize(images.float() / 255)
+def test_student_learned_the_synthetic_task(exported_student):
+    assert exported_student["report"].row("pytorch").accuracy == 1.0
 
 
-def train_student(seed: int = 0) -> TinyLaDeDa:
-    """A student that separates the synthetic classes: BatchNorm statistics set from the 64 training images, then
-    100 full-batch Adam steps at 1e-2 with the statistics frozen (48×48 images).
-
-    Measured over seeds 0-9, native and default kernels: test accuracy 1.0 every time, smallest signed test logit
-    1.17 (seed 0) to 49. Without the statistics step (the running variance stays 1 while the features are ~1e-2)
-    only seed 0 of 0-4 learned at all."""
-    torch.manual_seed(seed)
-    model = TinyLaDeDa()
-    images, labels = synthetic_images(64, 48, seed=1)
-    x = normalise(images)
-    norms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative: one pass sets the statistics of this batch
-    with torch.no_grad():
-        model.train()(x)
-    for bn, momentum in norms.items():
-        bn.momentum = momentum
-    model.eval()  # the statistics stay fixed while the weights train
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        loss = F.binary_cross_entropy_with_logits(model(x).squeeze(1), labels.float())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+def test_conversion_is_offline_and_leaves_the_onnx_untouched(exported_student):
+    assert exported_student["network"].attempts == []
+    assert hashlib.sha256(exported_student["onnx"].read_bytes()).hexdigest() == exported_student["digest"]
+    assert set(exported_student["files"]) == {"float32", "float16", "dynamic_range", "int8"}
+    assert all(p.name == f"student_{q}.tflite" for q, p in exported_student["files"].items())
 
 
-class NetworkBlocked:
-    """Refuse every socket connection and remember the attempts."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.attempts: list[object] = []
-
-        def refuse(sock, address, *args, **kwargs):
-            self.attempts.append(address)
-            raise OSError(f"network blocked in tests: {address}")
-
-        monkeypatch.setattr(socket.socket, "connect", refuse)
-        monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export")
-    model = train_student()
-    calibration, _ = synthetic_images(32, 256, seed=2)
-    test_images, test_labels = synthetic_images(48, 256, seed=3)
-    onnx_path = export_onnx(model, folder / "student.onnx", with_patches=True)
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    with pytest.MonkeyPatch.context() as mp:
-        network = NetworkBlocked(mp)
-        files = convert_to_tflite(onnx_path, folder / "tflite", calibration=calibration)
-    report = verify_exports(
-        model, {"onnx": onnx_path, **files}, test_images, test_labels, latency_runs=3, progress=False
-    )
-    return {
-        "model": model,
-        "onnx": onnx_path,
-        "digest": digest,
-        "files": files,
-        "network": network,
-        "report": report,
-        "test": (test_images, test_labels),
-        "calibration": calibration,
-        "folder": folder,
-    }
-
-
-def test_student_learned_the_synthetic_task(chain):
-    assert chain["report"].row("pytorch").accuracy == 1.0
-
-
-def test_conversion_is_offline_and_leaves_the_onnx_untouched(chain):
-    assert chain["network"].attempts == []
-    assert hashlib.sha256(chain["onnx"].read_bytes()).hexdigest() == chain["digest"]
-    assert set(chain["files"]) == {"float32", "float16", "dynamic_range", "int8"}
-    assert all(p.name == f"student_{q}.tflite" for q, p in chain["files"].items())
-
-
-def test_input_output_shapes_and_int8_quantization_parameters(chain):
-    for fmt, path in chain["files"].items():
-        runner = TFLiteModel(path)
+def test_input_output_shapes_and_int8_quantization_parameters(exported_student):
+    for fmt, path in exported_student["files"].items():
+        runner = TFLitePredictor(path)
         assert runner.input.shape == (1, 3, 256, 256) and runner.layout == "NCHW"
         assert runner.has_patches and len(runner.output_names) == 2
         assert runner.input.dtype == ("int8" if fmt == "int8" else "float32")
         if fmt == "int8":
             assert runner.input.scale > 0 and all(o.dtype == "int8" and o.scale > 0 for o in runner.outputs)
-        logit, patches = runner(normalise(chain["test"][0][:3]))  # batch 3 on a batch-1 file
+        logit, patches = runner(normalise(exported_student["test"][0][:3]))  # batch 3 on a batch-1 file
         assert logit.shape == (3, 1) and patches.shape == (3, 1, 126, 126)
 
 
-def test_parity_per_format_meets_the_tolerances(chain):
-    report = chain["report"]
+def test_parity_per_format_meets_the_tolerances(exported_student):
+    report = exported_student["report"]
     assert report.passed, report.to_markdown()
     # relative to the logit scale: the trained student's logits reach tens to hundreds
     assert report.row("onnx").max_rel < 1e-5
@@ -141,16 +62,16 @@ def test_parity_per_format_meets_the_tolerances(chain):
     assert all(r.size_bytes > 0 and r.latency_ms > 0 for r in report.rows[1:])
 
 
-def test_report_is_written_and_a_failed_check_is_reported(chain):
-    md, js = chain["report"].write(chain["folder"], "student")
+def test_report_is_written_and_a_failed_check_is_reported(exported_student):
+    md, js = exported_student["report"].write(exported_student["folder"], "student")
     text = md.read_text()
     assert "| int8 | int8 1×3×256×256 q(" in text and "FAIL" not in text
     assert '"passed": true' in js.read_text()
     strict = Tolerances(float16_max_rel=1e-9)
     failing = verify_exports(
-        chain["model"],
-        {"float16": chain["files"]["float16"]},
-        chain["test"][0][:4],
+        exported_student["model"],
+        {"float16": exported_student["files"]["float16"]},
+        exported_student["test"][0][:4],
         tolerances=strict,
         latency_runs=0,
         progress=False,
@@ -158,24 +79,28 @@ def test_report_is_written_and_a_failed_check_is_reported(chain):
     assert not failing.passed and failing.failures[0].startswith("float16: max |Δlogit|")
 
 
-def test_pytorch_quantizer_compared_with_tflite_dynamic_range(chain):
-    x = chain["test"][0][:6]
+def test_pytorch_quantizer_compared_with_tflite_dynamic_range(exported_student):
+    x = exported_student["test"][0][:6]
     # TFLite keeps tensors < 1024 weights in float; with the same rule both sides equal the float model
-    same_rule = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x, min_elements=1024)
+    same_rule = compare_with_pytorch_quantizer(
+        exported_student["model"], exported_student["files"]["dynamic_range"], x, min_elements=1024
+    )
     with torch.no_grad():  # differences relative to the logit scale (this student's logits reach tens)
-        scale = max(1.0, chain["model"](normalise(x)).abs().max().item())
+        scale = max(1.0, exported_student["model"](normalise(x)).abs().max().item())
     assert same_rule["pytorch_quantized_vs_float"] == 0
     assert same_rule["pytorch_quantized_vs_tflite_dynamic_range"] < 1e-5 * scale
-    every_weight = compare_with_pytorch_quantizer(chain["model"], chain["files"]["dynamic_range"], x)
+    every_weight = compare_with_pytorch_quantizer(
+        exported_student["model"], exported_student["files"]["dynamic_range"], x
+    )
     # seeds 0-4 of train_student, both kernel paths: 0.002 to 0.017 of the scale (same rule: <= 2.5e-7)
     assert 0 < every_weight["pytorch_quantized_vs_float"] < 0.05 * scale
 
 
-def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypatch):
+def test_nhwc_from_a_simplified_graph_converts_offline(exported_student, tmp_path, monkeypatch):
     import onnx
 
     # a graph as onnx-simplifier leaves it (TopK's K an initializer): onnx2tf 1.28 + NumPy >= 2.4 crash on it
-    model = onnx.load(str(chain["onnx"]))
+    model = onnx.load(str(exported_student["onnx"]))
     topk = next(n for n in model.graph.node if n.op_type == "TopK")
     const = next(n for n in model.graph.node if n.output[0] == topk.input[1])
     model.graph.node.remove(const)
@@ -188,22 +113,24 @@ def test_nhwc_from_a_simplified_graph_converts_offline(chain, tmp_path, monkeypa
     network = NetworkBlocked(monkeypatch)  # NHWC inputs are what makes onnx2tf reach for its sample download
     files = convert_to_tflite(simplified, tmp_path, ["float32"], nhwc=True)
     assert network.attempts == [] and simplified.read_bytes() == before
-    runner = TFLiteModel(files["float32"])
+    runner = TFLitePredictor(files["float32"])
     assert runner.input.shape == (1, 256, 256, 3) and runner.layout == "NHWC"
-    x = normalise(chain["test"][0][:2])
+    x = normalise(exported_student["test"][0][:2])
     logit, patches = runner(x)
     with torch.no_grad():
-        ref_logit, ref_patches = chain["model"].forward_with_patches(x)
+        ref_logit, ref_patches = exported_student["model"].forward_with_patches(x)
     # float32 both sides, other kernels: relative to the largest value (patch logits reach a few hundred here)
     assert np.abs(logit - ref_logit.numpy()).max() < 1e-5 * max(1.0, ref_logit.abs().max().item())
     assert np.abs(patches - ref_patches.numpy()).max() < 1e-5 * max(1.0, ref_patches.abs().max().item())
     assert topk_k_as_constant_nodes(onnx.load(str(simplified))) == 1  # the user's copy still has it
 
 
-def test_int8_without_calibration_and_bad_calibration_are_clear_errors(chain, tmp_path):
-    with pytest.raises(ExportError, match="calibration"):
-        convert_to_tflite(chain["onnx"], tmp_path, ["int8"])
+def test_int8_without_representative_images_and_bad_ones_are_clear_errors(exported_student, tmp_path):
+    with pytest.raises(ExportError, match="needs representative images"):
+        convert_to_tflite(exported_student["onnx"], tmp_path, ["int8"])
     with pytest.raises(ExportError, match=r"expects \(3, 256, 256\)"):
-        convert_to_tflite(chain["onnx"], tmp_path, ["int8"], calibration=torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+        convert_to_tflite(
+            exported_student["onnx"], tmp_path, ["int8"], representative=torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+        )
     with pytest.raises(ExportError, match="unknown quantization"):
-        convert_to_tflite(chain["onnx"], tmp_path, ["int4"])
+        convert_to_tflite(exported_student["onnx"], tmp_path, ["int4"])

@@ -58,7 +58,7 @@ def test_tolerances_dataclass():
 def test_latency_is_the_quietest_blocks_median():
     import time
 
-    from ladeda_lib.export import median_latency_ms
+    from ladeda_lib.timing import measure_latency_ms
 
     calls = {"n": 0}
 
@@ -66,7 +66,7 @@ def test_latency_is_the_quietest_blocks_median():
         calls["n"] += 1
         time.sleep(0.02 if 3 < calls["n"] <= 18 else 0.002)
 
-    ms = median_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=3)
+    ms = measure_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=3)
     assert 2.0 <= ms < 10.0, ms  # the plain median of these 30 calls would be about 11 ms
     calls["n"] = 0
-    assert median_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=1) > 10.0
+    assert measure_latency_ms(burst_then_quiet, runs=30, warmup=3, blocks=1) > 10.0

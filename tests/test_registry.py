@@ -32,6 +32,11 @@ def test_shipped_file_matches_its_hash_and_config(name):
     assert file_sha256(entry.path) == entry.sha256
     ckpt = load_checkpoint(entry.path, expected=entry.arch)
     assert {k: ckpt.config[k] for k in entry.config} == entry.config
+    if entry.role == "teacher":  # the recipe in the command is the one the checkpoint records
+        augment = ckpt.metadata["config"]["augment"]
+        assert (augment["p_rescale"] > 0) == ("--augment" in entry.command)
+        assert ckpt.metadata["config"]["epochs"] == entry.metrics["epochs"]
+        assert ckpt.metadata["epoch"] == entry.metrics["epoch"]
     if entry.role == "student":  # the recipe in the command is the one the checkpoint records
         augment = ckpt.metadata["config"]["augment"]
         assert (augment["p_rescale"] > 0) == ("--augment" in entry.command)
@@ -58,12 +63,13 @@ def test_shipped_students_reproduce_their_test_ap_and_augmentation_closes_the_ga
 
 
 @pytest.mark.slow
-def test_shipped_teacher_reproduces_its_recorded_validation_ap(tmp_path):
+@pytest.mark.parametrize("name", ["toy-teacher", "toy-teacher-robust"])
+def test_shipped_teacher_reproduces_its_recorded_validation_ap(tmp_path, name):
     from ladeda_lib.data import detect_dataset, make_toy_dataset
     from ladeda_lib.data.tensors import load_tensors
     from ladeda_lib.evaluation import binary_metrics, predict
 
-    entry = get_entry("toy-teacher")
+    entry = get_entry(name)
     # Only the validation split of the default toy set: every image is rendered from its own seed, so these
     # are exactly the images the teacher was validated on.
     cfg = ToyConfig(train_per_class=0, test_per_class=0, platforms=())

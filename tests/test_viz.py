@@ -56,7 +56,7 @@ def test_place_heatmap_follows_receptive_field_geometry() -> None:
     heat[0:5, 0:5] = 8.0  # hot patches in the top-left corner of the 256 grid
     placed = place_heatmap(heat, (512, 300), model.geometry())
     assert placed.shape == (300, 512) and placed.dtype == np.float32
-    assert 0.0 <= placed.min() and placed.max() <= 1.0
+    assert placed.max() == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-4)  # logits placed, then their sigmoid
     # patches 0..4 (stride 2, RF 7, offset -1) cover model pixels 0..13 → ~0..27 of 512 wide, ~0..16 of 300 high
     assert placed[:10, :20].mean() > 0.9 and placed[50:, 60:].max() < 0.01
     teacher_map = place_heatmap(np.zeros((31, 31), np.float32), (64, 48))
@@ -177,3 +177,13 @@ def test_explorer_empty_filter_and_bad_arguments(tmp_path: Path) -> None:
         HeatmapExplorer(only_real, {})
     with pytest.raises(ValueError, match="split 'val' not in the data"):
         HeatmapExplorer(only_real, {"s": _student(0)}, split="val")
+
+
+def test_a_bare_patch_map_falls_back_to_the_default_geometry_of_its_grid():
+    from ladeda_lib.models import LaDeDa
+    from ladeda_lib.viz import fallback_geometry
+
+    assert fallback_geometry(126) == TinyLaDeDa().geometry()
+    assert fallback_geometry(31) == LaDeDa(width=2).geometry()
+    with pytest.raises(ValueError, match="no default model"):
+        fallback_geometry(50)

@@ -1,8 +1,9 @@
 """Data: image loading and preprocessing, dataset detection, the uint8 training cache, the toy dataset.
 
-* :mod:`~ladeda_lib.data.images`  — ``load_image``, ``resize_to_uint8``, ``normalize_uint8``, ``preprocess``
+* :mod:`~ladeda_lib.data.images`  — ``load_image``, ``resize_to_uint8``, ``normalize_uint8``, ``preprocess``,
+  ``normalised_images`` (a batch, uint8 or normalised), ``load_mask``
 * :mod:`~ladeda_lib.data.layouts` — ``detect_dataset`` (WildRF tree / class folder / CSV), ``Sample``,
-  ``DatasetIndex``, ``holdout_split``
+  ``DatasetIndex``, ``holdout_split``, ``resolve_dataset`` (no data given → the toy set)
 * :mod:`~ladeda_lib.data.tensors` — ``load_tensors`` → ``ImageTensors`` (N, 3, 256, 256) uint8, cached
 * :mod:`~ladeda_lib.data.toy`     — ``make_toy_dataset``, ``ensure_toy_dataset``
 * :mod:`~ladeda_lib.data.photos`  — the photo-backed toy world (``make_toy_dataset(..., world="photos")``):
@@ -27,6 +28,7 @@ _LAZY = {
     "IMAGE_EXTENSIONS": "images",
     "ImageLoadError": "images",
     "load_image": "images",
+    "load_mask": "images",
     "normalize_uint8": "images",
     "preprocess": "images",
     "resize_to_uint8": "images",
@@ -36,6 +38,7 @@ _LAZY = {
     "Sample": "layouts",
     "detect_dataset": "layouts",
     "holdout_split": "layouts",
+    "resolve_dataset": "layouts",
     "ImageTensors": "tensors",
     "load_tensors": "tensors",
     "ToyConfig": "toy",
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         IMAGE_EXTENSIONS,
         ImageLoadError,
         load_image,
+        load_mask,
         normalize_uint8,
         preprocess,
         resize_to_uint8,
@@ -69,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         Sample,
         detect_dataset,
         holdout_split,
+        resolve_dataset,
     )
     from ladeda_lib.data.tensors import ImageTensors, load_tensors
     from ladeda_lib.data.toy import ToyConfig, ensure_toy_dataset, make_toy_dataset, render_toy_image
@@ -86,11 +91,13 @@ __all__ = [
     "ensure_toy_dataset",
     "holdout_split",
     "load_image",
+    "load_mask",
     "load_tensors",
     "make_toy_dataset",
     "normalize_uint8",
     "preprocess",
     "register_cli",
+    "resolve_dataset",
     "render_toy_image",
     "resize_to_uint8",
 ]

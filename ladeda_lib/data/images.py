@@ -149,3 +149,34 @@ def preprocess(image: ImageLike, geometry: InputGeometry = INPUT_GEOMETRY) -> to
     Exactly ``normalize_uint8(resize_to_uint8(image))``. Introduced in notebook 02.
     """
     return normalize_uint8(resize_to_uint8(image, geometry), geometry)
+
+
+def normalised_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 (N, 3, H, W) images (or one (3, H, W)) → normalised float32 numpy (:func:`normalize_uint8`, as in
+    training); float input is taken as already normalised. ``ValueError`` for any other shape."""
+    tensor = torch.as_tensor(images)
+    if tensor.ndim == 3:
+        tensor = tensor[None]
+    if tensor.ndim != 4 or tensor.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(tensor.shape)}")
+    if tensor.dtype == torch.uint8:
+        tensor = normalize_uint8(tensor)
+    return tensor.float().numpy()
+
+
+def load_mask(mask: str | Path | Image.Image | np.ndarray, size: int | tuple[int, int] = INPUT_GEOMETRY.image_size) -> torch.Tensor:
+    """A ground-truth mask (path, PIL image or array; white = generated) → bool (H, W), resized like the image
+    (the whole mask to ``size``: a side for the square model grid, or (W, H) for the original image; nearest).
+    Introduced in notebook 02."""
+    if isinstance(mask, np.ndarray):
+        pil = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
+    elif isinstance(mask, Image.Image):
+        pil = mask
+    else:
+        with Image.open(mask) as img:
+            pil = img.convert("L")
+    target = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    pil = pil.convert("L")
+    if pil.size != target:
+        pil = pil.resize(target, Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(pil) >= 128)

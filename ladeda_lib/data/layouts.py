@@ -323,6 +323,19 @@ def _verify_readable(index: DatasetIndex) -> None:
     index.samples = kept
 
 
+def resolve_dataset(data: str | Path | DatasetIndex | None = None, progress: bool = True) -> DatasetIndex:
+    """The dataset a command works on: an index as given, a root or CSV detected (:func:`detect_dataset`), or —
+    when no data is given — the toy set (generated first if absent, :func:`~ladeda_lib.data.toy.ensure_toy_dataset`).
+    """
+    if isinstance(data, DatasetIndex):
+        return data
+    if data is None:
+        from ladeda_lib.data.toy import ensure_toy_dataset
+
+        data = ensure_toy_dataset(progress=progress)
+    return detect_dataset(data)
+
+
 def detect_dataset(path: str | Path, verify: bool = False, warn: bool = True) -> DatasetIndex:
     """Detect the layout at ``path`` (WildRF tree, single class folder, or CSV) and index its samples.
 

@@ -42,12 +42,12 @@ from ladeda_lib.data.images import resize_to_uint8
 from ladeda_lib.data.toy import (
     ToyConfig,
     ToyRender,
-    _decoder_imprint,
-    _hf_energy,
-    _item_seed,
-    _jpeg_roundtrip,
-    _splice_mask,
-    _to_uint8,
+    decoder_imprint,
+    hf_energy,
+    item_seed,
+    jpeg_roundtrip,
+    splice_mask,
+    to_uint8,
 )
 from ladeda_lib.geometry import INPUT_GEOMETRY
 
@@ -115,7 +115,7 @@ def split_photos(names: list[str], seed: int, weights: tuple[int, int, int] = (1
     n, total = len(names), sum(weights)
     n_val, n_test = (max(1, round(n * w / total)) for w in weights[1:])
     n_val, n_test = min(n_val, n - 2), min(n_test, n - 1 - min(n_val, n - 2))
-    order = np.random.default_rng(_item_seed(seed, "photo split")).permutation(sorted(names))
+    order = np.random.default_rng(item_seed(seed, "photo split")).permutation(sorted(names))
     cut = [0, n - n_val - n_test, n - n_test, n]
     return {s: sorted(str(x) for x in order[cut[i] : cut[i + 1]]) for i, s in enumerate(SPLITS)}
 
@@ -150,7 +150,7 @@ def imprint_photo(real: np.ndarray, rng: np.random.Generator, cfg: ToyConfig, ph
     """The toy generator's decoder applied to a photograph: uint8 (H, W, 3) → display float32 (H, W, 3) in [0, 1].
 
     In linear light the crop splits into content (blurred by ``photo_cfg.detail_sigma``) and finest detail (the
-    rest). The decoder's periodic imprint (:func:`~ladeda_lib.data.toy._decoder_imprint`, strength
+    rest). The decoder's periodic imprint (:func:`~ladeda_lib.data.toy.decoder_imprint`, strength
     ``cfg.trace_strength``) multiplies the content, turned down where needed so that its finest-detail energy
     is at most ``photo_cfg.trace_ceiling`` of the photograph's: photographs carry far less energy at the
     finest scale than the toy world's sensor noise, and a louder imprint would make fakes globally noisier.
@@ -161,18 +161,18 @@ def imprint_photo(real: np.ndarray, rng: np.random.Generator, cfg: ToyConfig, ph
     sigma = photo_cfg.detail_sigma
     content = ndimage.gaussian_filter(linear, (sigma, sigma, 0))
     detail = linear - content
-    imprint = _decoder_imprint(real.shape[0], real.shape[1], rng, cfg)[..., None]
+    imprint = decoder_imprint(real.shape[0], real.shape[1], rng, cfg)[..., None]
 
     def render(gain: float, share: float) -> np.ndarray:
         return np.clip(content * (1.0 + gain * imprint) + np.sqrt(share) * detail, 0.0, 1.0) ** (1 / 2.2)
 
     def gray(gain: float, share: float) -> np.ndarray:  # after the light JPEG of the platforms
-        return _jpeg_roundtrip(render(gain, share), cfg.match_quality)
+        return jpeg_roundtrip(render(gain, share), cfg.match_quality)
 
-    photo = _jpeg_roundtrip(real.astype(np.float32) / 255.0, cfg.match_quality)
+    photo = jpeg_roundtrip(real.astype(np.float32) / 255.0, cfg.match_quality)
     loud = _finest_energy(gray(1.0, 0.0)) - _finest_energy(gray(0.0, 0.0))  # the imprint's own energy, at full gain
     gain = min(1.0, float(np.sqrt(photo_cfg.trace_ceiling * _finest_energy(photo) / max(loud, 1e-9))))
-    target, without, full = _hf_energy(photo), _hf_energy(gray(gain, 0.0)), _hf_energy(gray(gain, 1.0))
+    target, without, full = hf_energy(photo), hf_energy(gray(gain, 0.0)), hf_energy(gray(gain, 1.0))
     share = (target - without) / max(full - without, 1e-9)  # energies add, as in the toy generator
     return render(gain, float(np.clip(share, cfg.min_noise_share, 2.0)))
 
@@ -214,25 +214,25 @@ class PhotoWorld:
     def photo_of(self, split: str, platform: str | None, index: int) -> str:
         """Name of the photograph the pair ``index`` is cut from: the split's photographs in a seeded cycle."""
         names = self.split[split]
-        order = np.random.default_rng(_item_seed(self.seed, "photo order", split, platform)).permutation(len(names))
+        order = np.random.default_rng(item_seed(self.seed, "photo order", split, platform)).permutation(len(names))
         return names[order[index % len(names)]]
 
     def render(self, split: str, platform: str | None, label: int, index: int) -> tuple[ToyRender, np.random.Generator]:
         """One image of the world before platform re-encoding, and the generator the re-encoding draws from."""
         pair = ("photo", split, platform, index)
-        crop_rng = np.random.default_rng(_item_seed(self.seed, *pair, "crop"))
+        crop_rng = np.random.default_rng(item_seed(self.seed, *pair, "crop"))
         real = crop_photo(self.pixels[self.photo_of(split, platform, index)], crop_rng, self.photo_cfg)
-        platform_rng = np.random.default_rng(_item_seed(self.seed, *pair, "platform"))
+        platform_rng = np.random.default_rng(item_seed(self.seed, *pair, "platform"))
         if label == 0:
             return ToyRender(real), platform_rng
-        rng = np.random.default_rng(_item_seed(self.seed, *pair, "fake"))
+        rng = np.random.default_rng(item_seed(self.seed, *pair, "fake"))
         partial = bool(rng.uniform() < self.cfg.partial_fraction)
         fake = imprint_photo(real, rng, self.cfg, self.photo_cfg)
         if not partial:
-            return ToyRender(_to_uint8(fake)), platform_rng
-        soft = _splice_mask(real.shape[0], real.shape[1], rng, self.cfg.splice_feather)[..., None]
+            return ToyRender(to_uint8(fake)), platform_rng
+        soft = splice_mask(real.shape[0], real.shape[1], rng, self.cfg.splice_feather)[..., None]
         spliced = soft * fake + (1.0 - soft) * (real.astype(np.float32) / 255.0)
-        return ToyRender(_to_uint8(spliced), source=real, mask=soft[..., 0] >= 0.5), platform_rng
+        return ToyRender(to_uint8(spliced), source=real, mask=soft[..., 0] >= 0.5), platform_rng
 
     def write_records(self, root: str | Path) -> Path:
         """Write ``root/photos.json`` and the test photographs, full and unmodified, to ``<root>_heldout/*.png``.

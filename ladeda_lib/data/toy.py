@@ -100,7 +100,8 @@ class ToyRender:
     mask: np.ndarray | None = None
 
 
-def _item_seed(seed: int, *parts: object) -> np.random.SeedSequence:
+def item_seed(seed: int, *parts: object) -> np.random.SeedSequence:
+    """The random stream of one item: a SeedSequence from ``seed`` and the parts that name the item."""
     digest = hashlib.sha256(":".join(str(p) for p in (seed, *parts)).encode()).digest()
     return np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
 
@@ -174,7 +175,7 @@ def _phase_table(period: int, rng: np.random.Generator) -> np.ndarray:
     return t / (float(np.sqrt((t * t).mean())) + 1e-8)
 
 
-def _decoder_imprint(h: int, w: int, rng: np.random.Generator, cfg: ToyConfig) -> np.ndarray:
+def decoder_imprint(h: int, w: int, rng: np.random.Generator, cfg: ToyConfig) -> np.ndarray:
     """The generator's local trace as a relative gain map (h, w) float32, zero mean.
 
     The sum over ``cfg.decoder_stages`` upsampling stages of their phase tables (periods 2, 4, 8, ...),
@@ -194,7 +195,7 @@ _LAPLACE = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.flo
 _SOBEL = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], np.float32)
 
 
-def _hf_energy(gray: np.ndarray) -> float:
+def hf_energy(gray: np.ndarray) -> float:
     """High-frequency energy of a gray image (h, w): the mean of its Laplacian and Sobel-gradient variances."""
     lap = ndimage.convolve(gray, _LAPLACE, mode="mirror").var() / 20.0
     grad = (
@@ -203,10 +204,10 @@ def _hf_energy(gray: np.ndarray) -> float:
     return 0.5 * float(lap + grad)
 
 
-def _jpeg_roundtrip(display: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_roundtrip(display: np.ndarray, quality: int) -> np.ndarray:
     """Encode a display-referred (h, w, 3) [0, 1] image as JPEG and decode it again: float32 gray [0, 255]."""
     buf = BytesIO()
-    Image.fromarray(_to_uint8(display)).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(to_uint8(display)).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("L"), dtype=np.float32)
 
@@ -217,7 +218,7 @@ def _generate(
     """Generator-like rendering of a scene: (h, w, 3) linear → display [0, 1].
 
     The content is the scene itself (same optics, same colours, same sharpness as a photograph of it).
-    What differs is local: the decoder's periodic imprint multiplies the signal (:func:`_decoder_imprint`),
+    What differs is local: the decoder's periodic imprint multiplies the signal (:func:`decoder_imprint`),
     and the generator's noise replaces the sensor's. The generator's noise level is chosen so that the
     fake's high-frequency energy equals that of ``real`` — the photograph of the same scene (display
     [0, 1]) — after the light JPEG every platform applies: a periodic imprint survives JPEG better than
@@ -225,7 +226,7 @@ def _generate(
     noise-level statistics of fakes therefore match those of photographs, while every 9×9 patch still
     carries the periodic trace.
     """
-    imprint = _decoder_imprint(linear.shape[0], linear.shape[1], rng, cfg)
+    imprint = decoder_imprint(linear.shape[0], linear.shape[1], rng, cfg)
     signal = linear * (1.0 + imprint[..., None])
     noise = np.sqrt(gain * linear + read * read) * rng.standard_normal(linear.shape, dtype=np.float32)
 
@@ -233,14 +234,14 @@ def _generate(
         return np.clip(signal + np.sqrt(share) * noise, 0.0, 1.0) ** (1 / 2.2)
 
     q = cfg.match_quality
-    target = _hf_energy(_jpeg_roundtrip(real, q))
-    without, full = _hf_energy(_jpeg_roundtrip(render(0.0), q)), _hf_energy(_jpeg_roundtrip(render(1.0), q))
+    target = hf_energy(jpeg_roundtrip(real, q))
+    without, full = hf_energy(jpeg_roundtrip(render(0.0), q)), hf_energy(jpeg_roundtrip(render(1.0), q))
     # energies add: E(share) ≈ E(0) + share · (E(1) − E(0))
     share = (target - without) / max(full - without, 1e-9)
     return render(float(np.clip(share, cfg.min_noise_share, 2.0)))
 
 
-def _splice_mask(h: int, w: int, rng: np.random.Generator, feather: float = 8.0) -> np.ndarray:
+def splice_mask(h: int, w: int, rng: np.random.Generator, feather: float = 8.0) -> np.ndarray:
     """Soft mask (h, w) float32 in [0, 1]: an ellipse or rectangle covering ~10–35% of the image.
 
     The edge is feathered over about ``feather`` pixels, so the blend leaves no visible seam.
@@ -261,13 +262,14 @@ def _splice_mask(h: int, w: int, rng: np.random.Generator, feather: float = 8.0)
     return np.clip((1.0 - d) / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """A [0, 1] float image → uint8, rounded and clipped."""
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def _render_scene(seed: int, cfg: ToyConfig) -> tuple[np.ndarray, np.random.Generator, float, float]:
     """The part of a render that real and fake share: size, scene, optics blur and sensor gains."""
-    rng = np.random.default_rng(_item_seed(seed, "render"))
+    rng = np.random.default_rng(item_seed(seed, "render"))
     h = int(rng.integers(cfg.min_side, cfg.max_side + 1))
     w = int(np.clip(h * rng.uniform(0.65, 1.5), cfg.min_side, cfg.max_side))
     linear = _scene(h, w, rng)
@@ -286,17 +288,17 @@ def render_toy_image(seed: int, label: int, partial: bool = False, cfg: ToyConfi
     """
     cfg = cfg or ToyConfig()
     linear, rng, gain, read = _render_scene(seed, cfg)
-    real_rng = np.random.default_rng(_item_seed(seed, "sensor"))
+    real_rng = np.random.default_rng(item_seed(seed, "sensor"))
     real = _sensor(linear, real_rng, gain, read)
     if label == 0:
-        return ToyRender(_to_uint8(real))
+        return ToyRender(to_uint8(real))
     fake = _generate(linear, rng, cfg, gain, read, real)
     if not partial:
-        return ToyRender(_to_uint8(fake))
+        return ToyRender(to_uint8(fake))
     h, w, _ = linear.shape
-    soft = _splice_mask(h, w, rng, cfg.splice_feather)[..., None]
+    soft = splice_mask(h, w, rng, cfg.splice_feather)[..., None]
     spliced = soft * fake + (1.0 - soft) * real
-    return ToyRender(_to_uint8(spliced), source=_to_uint8(real), mask=soft[..., 0] >= 0.5)
+    return ToyRender(to_uint8(spliced), source=to_uint8(real), mask=soft[..., 0] >= 0.5)
 
 
 def render_toy_pair(seed: int, cfg: ToyConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +348,7 @@ def toy_item_seed(
     seed: int, split: str, platform: str | None, label: int, index: int, partial_fraction: float = 0.25
 ) -> tuple[int, bool]:
     """The render seed of one toy image and whether it is a partial fake (deterministic from ``seed``)."""
-    ss = _item_seed(seed, split, platform, label, index)
+    ss = item_seed(seed, split, platform, label, index)
     rng = np.random.default_rng(ss)
     item = int(rng.integers(0, 2**62))
     partial = bool(label == 1 and rng.uniform() < partial_fraction)
@@ -357,9 +359,9 @@ def _scene_renderer(seed: int, cfg: ToyConfig) -> Callable[..., tuple[ToyRender,
     """The scenes world's ``(split, platform, label, index)`` → (render, the platform re-encoding's generator)."""
 
     def render(split: str, platform: str | None, label: int, index: int) -> tuple[ToyRender, np.random.Generator]:
-        item_seed, partial = toy_item_seed(seed, split, platform, label, index, cfg.partial_fraction)
-        platform_rng = np.random.default_rng(_item_seed(item_seed, "platform"))
-        return render_toy_image(item_seed, label, partial, cfg), platform_rng
+        render_seed, partial = toy_item_seed(seed, split, platform, label, index, cfg.partial_fraction)
+        platform_rng = np.random.default_rng(item_seed(render_seed, "platform"))
+        return render_toy_image(render_seed, label, partial, cfg), platform_rng
 
     return render
 

@@ -41,7 +41,13 @@ FIELD_HELP = {
     "alpha_distill": "weight of the patch MSE term",
     "alpha_task": "weight of the image BCE term",
     "preprocess": "the student's fixed input filter (right_diag, left_diag, x_grad, y_grad, npr, raw)",
-    "calibrate": "refit the decision offset (fc.bias) on the training images after training",
+    "fit_offset": "refit the decision offset (fc.bias) on the training images after training",
+    "targets": "what the MSE term compares with: 'consistent' = the teacher's maps of the same augmented batch the "
+    "student sees, computed on the fly; 'cached' = its maps of the clean images, computed once; 'auto' = "
+    "consistent when --augment is on, else cached",
+    "schedule": "learning-rate schedule: constant, cosine, or warmup_cosine (linear warm-up over "
+    "--lr-warmup-epochs, then cosine decay to zero, set every step)",
+    "lr_warmup_epochs": "warmup_cosine only: epochs of linear learning-rate warm-up",
     "epochs_s1": "stage 1 epochs (fc only)",
     "epochs_s2": "stage 2 epochs (layer1 + fc)",
     "warmup_epochs": "epochs of the single-stage warm-up when there is no student to start from",
@@ -137,10 +143,10 @@ def _train_teacher(args: argparse.Namespace) -> int:
 
 
 def _teacher_targets(args: argparse.Namespace) -> int:
-    from ladeda_lib.distill.config import resolve_device
     from ladeda_lib.distill.data import load_training_data
     from ladeda_lib.distill.targets import compute_teacher_targets
     from ladeda_lib.distill.teacher import get_teacher
+    from ladeda_lib.timing import resolve_device
 
     cfg = config_from_args(RunOptions, args)
     with _session(args) as ctx:

@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ladeda_lib.data.augment import AugmentConfig
 from ladeda_lib.models import DEFAULT_TOPK
 from ladeda_lib.paths import weights_dir
@@ -80,9 +78,15 @@ class TeacherTrainConfig(RunOptions):
         return Path(self.output) if self.output is not None else weights_dir() / "teacher_compact.pt"
 
 
+#: How the teacher's patch targets reach the student: computed once on the clean images and cached, or
+#: computed on the fly on exactly the (augmented) batch the student sees; "auto" = consistent when
+#: augmentation is on, cached otherwise (where the two are the same).
+TARGET_MODES = ("auto", "cached", "consistent")
+
+
 @dataclass
-class StudentTrainConfig(RunOptions):
-    """``ladeda train-student``: single-stage distillation, Adam, loss α_d·MSE + α_t·BCE.
+class StudentOptions(RunOptions):
+    """What single-stage and two-stage student training share: teacher, start, loss, pooling and data options.
 
     ``teacher`` is a checkpoint path (None = :func:`~ladeda_lib.distill.teacher.get_teacher`'s default).
     ``init`` optionally starts from existing student weights instead of a fresh initialisation.
@@ -90,10 +94,6 @@ class StudentTrainConfig(RunOptions):
 
     teacher: str | Path | None = None
     init: str | Path | None = None
-    epochs: int = 50
-    # 1e-2, not Adam's usual 1e-3: Tiny-LaDeDa has 1,297 parameters and a small dataset gives few steps per
-    # epoch (toy set: 10); at 1e-3 the patch logits could not reach the teacher's scale within the run.
-    lr: float = 1e-2
     weight_decay: float = 0.0
     alpha_distill: float = 0.5
     alpha_task: float = 0.5
@@ -104,16 +104,44 @@ class StudentTrainConfig(RunOptions):
     label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
-    calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
-    # Training-time degradations of the student's input; the teacher targets stay those of the clean image.
+    fit_offset: bool = True  # fit the decision offset (fc.bias) on the training images after training
+    # Training-time degradations of the student's input (see targets for what the teacher scores).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # "consistent": the teacher scores the same augmented batch the student sees, on the fly (Beyer et al.,
+    # CVPR 2022); "cached": the teacher's maps of the clean images, computed once; "auto": consistent when
+    # augment is on. The target scale is the RMS of the clean images' cached maps in every mode.
+    targets: str = "auto"
+
+    def target_mode(self) -> str:
+        """ "cached" or "consistent": what ``targets`` means for this config (``ValueError`` if unknown)."""
+        if self.targets not in TARGET_MODES:
+            raise ValueError(f"--targets {self.targets!r}: expected one of {', '.join(TARGET_MODES)}")
+        if self.targets == "auto":
+            return "consistent" if self.augment.enabled and self.alpha_distill > 0 else "cached"
+        return self.targets
+
+
+@dataclass
+class StudentTrainConfig(StudentOptions):
+    """``ladeda train-student``: single-stage distillation, Adam, loss α_d·MSE + α_t·BCE (see :class:`StudentOptions`).
+
+    ``schedule``: ``"constant"`` (the seed's), ``"cosine"`` or ``"warmup_cosine"`` (linear warm-up over
+    ``lr_warmup_epochs``, then cosine decay to zero; set per optimizer step).
+    """
+
+    epochs: int = 50
+    # 1e-2, not Adam's usual 1e-3: Tiny-LaDeDa has 1,297 parameters and a small dataset gives few steps per
+    # epoch (toy set: 10); at 1e-3 the patch logits could not reach the teacher's scale within the run.
+    lr: float = 1e-2
+    schedule: str = "constant"
+    lr_warmup_epochs: float = 1.0
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"
 
 
 @dataclass
-class TwoStageTrainConfig(RunOptions):
+class TwoStageTrainConfig(StudentOptions):
     """``ladeda train-student-two-stage``: fine-tune an existing student in two stages.
 
     Stage 1 trains ``fc`` only (conv1, conv2, bn1, layer1 frozen; Adam ``lr_s1``, ReduceLROnPlateau on the
@@ -123,8 +151,6 @@ class TwoStageTrainConfig(RunOptions):
     else a published Tiny-LaDeDa in ``weights/``, else a ``warmup_epochs`` single-stage warm-up.
     """
 
-    teacher: str | Path | None = None
-    init: str | Path | None = None
     epochs_s1: int = 5
     epochs_s2: int = 20
     lr_s1: float = 1e-3
@@ -134,38 +160,6 @@ class TwoStageTrainConfig(RunOptions):
     plateau_factor: float = 0.5
     plateau_patience: int = 1
     batch_size: int = 16
-    weight_decay: float = 0.0
-    alpha_distill: float = 0.5
-    alpha_task: float = 0.5
-    # Teacher patch logits are divided by target_scale (None = their root mean square over the training images)
-    # and clipped to ±target_clip before the MSE, so the two loss terms have the same size (see distill/loss.py).
-    target_scale: float | None = None
-    target_clip: float | None = 4.0
-    label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
-    preprocess: str = "right_diag"
-    pool: Any = DEFAULT_TOPK
-    calibrate: bool = True  # fit the decision offset (fc.bias) on the training images after training
-    # Training-time degradations of the student's input; the teacher targets stay those of the clean image.
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "two_stage"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, else mps, else cpu; other names are checked and returned."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: Apple MPS is not available on this machine; use cpu or auto")
-    if dev.type not in {"cpu", "cuda", "mps"}:
-        raise ValueError(f"--device {name}: expected one of auto, cpu, cuda, mps")
-    return dev

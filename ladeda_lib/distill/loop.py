@@ -9,7 +9,9 @@ leaves on disk and reads ``resume.pt`` back.
 
 * **Stages** — each stage names the submodules it keeps frozen (no gradient, and *eval mode*, so a frozen
   BatchNorm keeps its running statistics), its learning rate and its scheduler (``"plateau"`` =
-  ReduceLROnPlateau on the validation loss, ``"cosine"`` = CosineAnnealingLR over the stage). Adam always.
+  ReduceLROnPlateau on the validation loss, ``"cosine"`` = CosineAnnealingLR over the stage,
+  ``"warmup_cosine"`` = a linear warm-up over ``warmup_epochs``, then a cosine decay to zero, set at every
+  optimizer step by :func:`warmup_cosine_lr`). Adam always.
 * **Determinism** — the batch order comes from one ``torch.Generator`` seeded with ``seed``; on CPU the
   same seed gives bit-identical weights.
 * **Files** (``output/``) — ``<prefix>epoch_NNN.pt`` after every epoch, ``<name>_best.pt`` (highest
@@ -34,8 +36,8 @@ Introduced in notebook 03.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -49,17 +51,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ladeda_lib import distributed
-from ladeda_lib.checkpoints import atomic_torch_save, save_checkpoint
+from ladeda_lib.checkpoints import save_checkpoint
 from ladeda_lib.data.tensors import release_pages
+from ladeda_lib.distill.runfiles import RunFiles, RunState
 from ladeda_lib.models import PatchDetector
-
-RESUME_FILE = "resume.pt"
-LOG_FILE = "log.json"
-_RESUME_VERSION = 1
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch, the batch and the last good checkpoint."""
 
 
 @dataclass
@@ -70,7 +65,8 @@ class Stage:
     epochs: int
     lr: float
     frozen: tuple[str, ...] = ()
-    scheduler: str | None = None  # None, "plateau" or "cosine"
+    scheduler: str | None = None  # None, "plateau", "cosine" or "warmup_cosine"
+    warmup_epochs: float = 0.0  # "warmup_cosine" only: epochs of linear warm-up (fractions allowed)
     weight_decay: float = 0.0
     plateau_factor: float = 0.5
     plateau_patience: int = 1
@@ -141,6 +137,19 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Finished:
+    """What a finishing hook did to a trained model (see :func:`fit`'s ``finish``).
+
+    ``metadata`` goes into that model's checkpoint; ``log`` (entries of ``log.json``) and ``note`` (one line
+    for the run's notes) are used for the final model only.
+    """
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
 def set_frozen(model: nn.Module, frozen: tuple[str, ...]) -> list[nn.Parameter]:
     """Freeze the named submodules (``requires_grad=False``), unfreeze the rest; returns the trainable parameters.
 
@@ -187,8 +196,26 @@ def bn_momentum(model: nn.Module, frozen: tuple[str, ...], momentum: float | Non
             model.get_submodule(name).momentum = value
 
 
+def warmup_cosine_lr(stage: Stage, epoch: int, steps_per_epoch: int, step: int) -> float:
+    """The learning rate of optimizer step ``step`` of epoch ``epoch`` (both from 0) under ``"warmup_cosine"``.
+
+    With ``t = epoch + step / steps_per_epoch`` epochs done before the step and ``w = stage.warmup_epochs``:
+    ``lr · (t + 1/steps_per_epoch) / w`` while that is below ``lr`` (a linear ramp whose first step is not
+    zero), then ``lr · ½(1 + cos(π (t − w) / (epochs − w)))`` (down to zero at the end of the stage). A pure
+    function of the position, so a resumed run sets exactly the rates an uninterrupted one would.
+    """
+    steps = max(1, int(steps_per_epoch))
+    t = epoch + step / steps
+    w = max(0.0, float(stage.warmup_epochs))
+    if w > 0 and t + 1 / steps < w:
+        return stage.lr * (t + 1 / steps) / w
+    span = max(stage.epochs - w, 1e-9)
+    progress = min(1.0, max(0.0, (t - w) / span))
+    return stage.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _make_scheduler(stage: Stage, optimizer: torch.optim.Optimizer):
-    if stage.scheduler is None:
+    if stage.scheduler is None or stage.scheduler == "warmup_cosine":  # the latter is set per step in run_epoch
         return None
     if stage.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -196,169 +223,7 @@ def _make_scheduler(stage: Stage, optimizer: torch.optim.Optimizer):
         )
     if stage.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, stage.epochs))
-    raise ValueError(f"unknown scheduler {stage.scheduler!r}; expected None, 'plateau' or 'cosine'")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_log(path: Path, payload: dict[str, Any]) -> None:
-    """Write the JSON log atomically (NaN/inf become null, so every JSON reader accepts it); rank 0 only."""
-    if not distributed.is_main():
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_finite(payload), indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    if best is None:
-        return True
-    ap, best_ap = row.get("val_ap"), best.get("val_ap")
-    ap = -1.0 if ap is None or math.isnan(ap) else ap
-    best_ap = -1.0 if best_ap is None or math.isnan(best_ap) else best_ap
-    if ap != best_ap:
-        return ap > best_ap
-    return row.get("val_loss", math.inf) < best.get("val_loss", math.inf)
-
-
-@dataclass
-class RunState:
-    """Where a run stands: finished epochs, the best one, notes, and (after a resume) the saved optimizer."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    last_good: str | None = None
-    stage_index: int = 0  # stage to continue in
-    epochs_done: int = 0  # epochs already done in that stage
-    optimizer: dict[str, Any] | None = None
-    scheduler: dict[str, Any] | None = None
-
-
-class RunFiles:
-    """Everything a run writes under ``output`` (rank 0 only) and reads back on resume."""
-
-    def __init__(self, output: str | Path, name: str, stages: list[Stage], metadata: dict[str, Any]) -> None:
-        self.output = Path(output)
-        self.name, self.stages, self.metadata = name, stages, metadata
-        self.log_path, self.resume_path = self.output / LOG_FILE, self.output / RESUME_FILE
-        self.final_path, self.best_path = self.output / f"{name}_final.pt", self.output / f"{name}_best.pt"
-        if distributed.is_main():
-            self.output.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [s.name for s in self.stages]
-
-    def log(self, state: RunState, status: str, message: str = "") -> None:
-        payload = {
-            "name": self.name,
-            "status": status,
-            "message": message,
-            "stages": [s.__dict__ for s in self.stages],
-            "metadata": self.metadata,
-            "history": state.history,
-            "best": state.best,
-            "notes": state.notes,
-        }
-        write_log(self.log_path, payload)
-
-    def load_resume(self, model: nn.Module, generator: torch.Generator, progress: bool) -> RunState:
-        """Restore model, batch-order generator and RNG from ``resume.pt`` (a fresh state when absent)."""
-        if not self.resume_path.is_file():
-            return RunState(notes=[f"--resume: no {self.resume_path} yet, starting from the beginning"])
-        saved = torch.load(self.resume_path, map_location="cpu", weights_only=True)
-        if saved.get("stages") != self.stage_names:
-            raise ValueError(
-                f"{self.resume_path} belongs to a run with stages {saved.get('stages')}, not {self.stage_names}; "
-                "use another --output or drop --resume"
-            )
-        model.load_state_dict(saved["model"])  # copies values into the model's own layout
-        generator.set_state(saved["rng"])
-        ctx = distributed.context()
-        per_rank = saved.get("torch_rng_ranks")
-        if per_rank is not None and len(per_rank) == ctx.world_size:
-            torch.set_rng_state(per_rank[ctx.rank])
-        elif ctx.distributed:
-            distributed.seed_rank(int(saved.get("seed", 0)) + len(saved["history"]) * 1000, ctx)
-        else:
-            torch.set_rng_state(saved["torch_rng"])
-        state = RunState(
-            history=list(saved["history"]),
-            best=saved["best"],
-            last_good=saved.get("last_good"),
-            stage_index=saved["stage_index"],
-            epochs_done=saved["epochs_done"],
-            optimizer=saved["optimizer"],
-            scheduler=saved.get("scheduler"),
-        )
-        state.notes.append(f"resumed from {self.resume_path} after {len(state.history)} epochs")
-        if progress:
-            tqdm.write(f"resuming {self.name} from {self.resume_path}: {len(state.history)} epochs done")
-        return state
-
-    def diverged(
-        self, state: RunState, stage: str, epoch: int, batch_index: int, terms: dict[str, torch.Tensor]
-    ) -> None:
-        """Log the non-finite loss and raise :class:`TrainingDiverged` naming the last good checkpoint."""
-        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-        where = state.last_good or "none yet (no epoch finished; nothing was written)"
-        message = (
-            f"training stopped: the loss became non-finite in stage {stage!r}, epoch {epoch + 1}, batch "
-            f"{batch_index + 1} ({values}). Last good checkpoint: {where}. "
-            "Lower the learning rate or check the data; --resume restarts from the last good state."
-        )
-        self.log(state, "diverged", message)
-        raise TrainingDiverged(message)
-
-    def save_epoch(
-        self,
-        model: nn.Module,
-        state: RunState,
-        row: dict[str, Any],
-        stage: Stage,
-        stage_index: int,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        generator: torch.Generator,
-        seed: int,
-    ) -> None:
-        """Epoch checkpoint, best checkpoint if it improved, ``resume.pt`` and the log (collective call)."""
-        epoch_meta = {**self.metadata, "stage": stage.name, "epoch": row["epoch"], "metrics": row}
-        epoch_path = self.output / f"{stage.checkpoint_prefix}epoch_{row['epoch']:03d}.pt"
-        save_checkpoint(model, epoch_path, epoch_meta)
-        if _better(row, state.best):
-            state.best = row
-            save_checkpoint(model, self.best_path, epoch_meta)
-        state.last_good = str(epoch_path)
-        rng_ranks = distributed.gather_objects(torch.get_rng_state())
-        if distributed.is_main():
-            resume = {
-                "version": _RESUME_VERSION,
-                "stages": self.stage_names,
-                "stage_index": stage_index,
-                "epochs_done": row["stage_epoch"],
-                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "torch_rng_ranks": rng_ranks,
-                "seed": seed,
-                "history": _finite(state.history),
-                "best": _finite(state.best),
-                "last_good": state.last_good,
-            }
-            atomic_torch_save(resume, self.resume_path)
-        self.log(state, "running")
+    raise ValueError(f"unknown scheduler {stage.scheduler!r}; expected None, 'plateau', 'cosine' or 'warmup_cosine'")
 
 
 def _local_part(spec: Any, lo: int, hi: int) -> Any:
@@ -404,13 +269,15 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     desc: str = "epoch",
     on_diverged: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> dict[str, float]:
     """One epoch of training over the batches of ``plan``; returns the mean of every loss term over images.
 
     ``net`` is the model in training mode (or its DDP wrapper). For each batch: fetch it (DataLoader
     workers on CUDA), move it to the device, compute the loss terms, stop on a non-finite loss (calls
-    ``on_diverged(batch_index, terms)``, which raises), then zero_grad → backward → step. The sums are
-    totalled over ranks.
+    ``on_diverged(batch_index, terms)``, which raises), then zero_grad → backward → step (with
+    ``lr_at(batch_index)`` as every parameter group's learning rate when given). The sums are totalled over
+    ranks.
     """
     ctx = distributed.context()
     device = torch.device(opts.device)
@@ -439,6 +306,9 @@ def run_epoch(
         if distributed.any_rank(not bool(torch.isfinite(total.detach()).all()), device) and on_diverged:
             on_diverged(batch_index, terms)
         optimizer.zero_grad(set_to_none=True)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(batch_index)
         weighted = total * weights[batch_index] if ctx.distributed else total
         if scaler is not None:
             scaler.scale(weighted).backward()
@@ -475,6 +345,7 @@ def fit(
     *,
     metadata: dict[str, Any] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    finish: Callable[[PatchDetector, str], Finished] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train ``model`` through ``stages`` on ``task``, writing checkpoints, ``log.json`` and ``resume.pt``.
@@ -488,6 +359,10 @@ def fit(
             (``fit(..., batch_size=16, seed=1)``).
         metadata: stored in every checkpoint and the log.
         callback: called with each epoch's history row (live plots in notebooks; raising stops the run).
+        finish: a finishing hook ``finish(model, which) -> Finished``, called after the last epoch on the final
+            model (``which="final"``) and on the best epoch's weights (``"best"``) before each is written: it
+            may change the weights (the students' decision offset, :mod:`.offset`). Checkpoints and ``log.json``
+            are then written once, with what it returns.
 
     Raises:
         TrainingDiverged: on a NaN/inf loss (the last good checkpoint stays on disk).
@@ -529,7 +404,10 @@ def fit(
                     plan = task.plan(generator, opts.batch_size)
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
-                    train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged)
+                    lr_at = None
+                    if stage.scheduler == "warmup_cosine":
+                        lr_at = functools.partial(warmup_cosine_lr, stage, epoch, len(_shard_plan(plan)[0]))
+                    train = run_epoch(net, task, optimizer, plan, opts, scaler, desc, diverged, lr_at)
                     train_s = time.perf_counter() - t0
                     val = _validate(task, model)
                     lr = optimizer.param_groups[0]["lr"]
@@ -552,8 +430,22 @@ def fit(
 
     model.eval()
     model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, files.final_path, {**files.metadata, "epochs": len(state.history), "best": state.best})
-    files.log(state, "finished")
+    final_meta = {**files.metadata, "epochs": len(state.history), "best": state.best}
+    extra: dict[str, Any] = {}
+    if finish is not None:
+        done = finish(model, "final")
+        final_meta.update(done.metadata)
+        extra = done.log
+        if done.note:
+            state.notes.append(done.note)
+        best = files.best_weights(state)
+        if best is not None:
+            weights, best_meta = best
+            best_model = copy.deepcopy(model)
+            best_model.load_state_dict(weights)
+            save_checkpoint(best_model, files.best_path, {**best_meta, **finish(best_model, "best").metadata})
+    save_checkpoint(model, files.final_path, final_meta)
+    files.log(state, "finished", extra=extra)
     model.cpu()
     best_path = files.best_path if state.best is not None else None
     return TrainResult(

@@ -114,6 +114,7 @@ def distillation_loss(
     student_logit: torch.Tensor,
     teacher_patches: torch.Tensor,
     labels: torch.Tensor,
+    *,
     alpha_distill: float = 0.5,
     alpha_task: float = 0.5,
     indices: torch.Tensor | None = None,

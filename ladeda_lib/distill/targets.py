@@ -89,7 +89,7 @@ def teacher_outputs(
     Uses :func:`ladeda_lib.evaluation.predict` (a channels-last copy of the model, small CPU batches); the
     model passed in — parameters, buffers, layout and training flag — is not touched.
     """
-    from ladeda_lib.evaluation import predict
+    from ladeda_lib.runner import predict
 
     pooled, patches = predict(teacher, images, batch_size, device, progress, desc=desc, keep_patches=True)
     return patches, pooled.reshape(-1, 1)
@@ -167,7 +167,10 @@ def compute_teacher_targets(
         return cached
 
     per = int(np.prod(grid))
-    partial = path.with_name(path.name + ".partial")
+    # one partial file per job (rank 0's process id, shared by its ranks): two runs computing the same targets
+    # into one cache at the same time each finish their own file, and the last rename wins with equal contents
+    job = distributed.broadcast_object(os.getpid()) if ctx.distributed else os.getpid()
+    partial = path.with_name(f"{path.name}.{job}.partial")
     if ctx.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as fh:
@@ -189,7 +192,7 @@ def compute_teacher_targets(
     distributed.barrier()  # every rank's rows are on disk
     if ctx.is_main:
         meta_path = path.with_suffix(".json")
-        tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+        tmp = meta_path.with_name(f".{meta_path.name}.{job}.tmp")
         tmp.write_text(json.dumps(meta) + "\n")
         tmp.replace(meta_path)
         partial.replace(path)

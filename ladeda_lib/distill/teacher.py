@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
-from ladeda_lib.distill.config import TeacherTrainConfig, resolve_device
+from ladeda_lib.distill.config import TeacherTrainConfig
 from ladeda_lib.distill.data import TrainingData, load_training_data
 from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.models import LaDeDa, PatchDetector
 from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import PRETRAINED_DIR, get_entry, published, shipped_teacher_fits
+from ladeda_lib.timing import resolve_device
 
 COMPACT_TEACHER = "teacher_compact.pt"
 

@@ -8,50 +8,58 @@
   eval mode, so their running statistics are exactly those of the starting student.
 
 Both take a dataclass config (:mod:`.config`), share the loop in :mod:`.loop` (checkpoints, resume, NaN
-guard, ``log.json``) and return a :class:`~ladeda_lib.distill.loop.TrainResult`. Teacher targets are
-computed once and cached (:mod:`.targets`). Introduced in notebook 04 (single stage) and 05 (two stages).
+guard, ``log.json``) and return a :class:`~ladeda_lib.distill.loop.TrainResult`. The teacher's maps of the
+clean images are computed once and cached (:mod:`.targets`); with augmentation the default is *consistent*
+targets, the teacher run on the augmented batch itself (:class:`StudentTask`). Introduced in notebook 04 (single stage) and 05 (two stages).
 """
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ladeda_lib.checkpoints import Checkpoint, load_checkpoint
 from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
-from ladeda_lib.data.tensors import release_pages
 from ladeda_lib.distill.config import (
     STAGE1_FROZEN,
     STAGE2_FROZEN,
     StudentTrainConfig,
     TwoStageTrainConfig,
-    resolve_device,
 )
 from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data
-from ladeda_lib.distill.loop import Stage, TrainResult, fit, write_log
+from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.distill.loss import distillation_loss, target_scale
+from ladeda_lib.distill.offset import decision_offset_hook
 from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets, teacher_hash
 from ladeda_lib.distill.teacher import get_teacher
-from ladeda_lib.evaluation import binary_metrics, predict
+from ladeda_lib.evaluation import binary_metrics
 from ladeda_lib.geometry import align_indices
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
 from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import published
+from ladeda_lib.runner import predict
+from ladeda_lib.timing import resolve_device
 
 
 class StudentTask:
-    """Distillation batches: uint8 images, labels and cached teacher patch logits (see :mod:`.loop`).
+    """Distillation batches: uint8 images, labels and teacher patch logits (see :mod:`.loop`).
 
     With ``augment`` on in the config, :func:`prepare_student_run` wraps it in
-    :class:`~ladeda_lib.data.augment.AugmentedTask`: the images are degraded, the teacher targets stay those
-    computed on the CLEAN images — the student learns to give on a degraded image the patch map the teacher
-    gives on the clean one. Validation stays clean.
+    :class:`~ladeda_lib.data.augment.AugmentedTask`, which degrades the batch's images. What the MSE term
+    compares with then depends on ``teacher``:
+
+    * ``teacher`` None (**cached** targets): the teacher's maps of the CLEAN images, computed once — the student
+      learns to give on a degraded image the patch map the teacher gives on the clean one.
+    * ``teacher`` given (**consistent** targets): :meth:`targets_for` runs the frozen teacher on exactly the
+      batch the student sees (degraded or not), on the fly, without gradients — the teacher and the student
+      score the same view (Beyer et al., CVPR 2022). The unit ``scale`` stays the RMS of the clean maps.
+
+    Validation is clean, so it always compares with the cached clean maps.
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class StudentTask:
         scale: float = 1.0,
         clip: float | None = None,
         labelled: torch.Tensor | None = None,
+        teacher: PatchDetector | None = None,
     ) -> None:
         if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
             raise ValueError("teacher targets and images differ in number; recompute the targets")
@@ -81,31 +90,47 @@ class StudentTask:
             raise ValueError(f"labelled mask has shape {tuple(self.labelled.shape)}; expected ({n},)")
         self.eval_batch_size = eval_batch_size
         self.device = torch.device(device)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.freeze()  # eval mode, no gradients: its weights and BatchNorm statistics never move
+
+    @property
+    def consistent(self) -> bool:
+        """True when the teacher scores each training batch on the fly (see the class docstring)."""
+        return self.teacher is not None
 
     def plan(self, generator: torch.Generator, batch_size: int) -> list[torch.Tensor]:
         return list(torch.randperm(self.images.shape[0], generator=generator).split(batch_size))
 
     def fetch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "images": self.images[idx],
-            "labels": self.labels[idx],
-            "teacher": self.targets[idx],
-            "labelled": self.labelled[idx],
-        }
+        batch = {"images": self.images[idx], "labels": self.labels[idx], "labelled": self.labelled[idx]}
+        if not self.consistent:
+            batch["teacher"] = self.targets[idx]
+        return batch
+
+    @torch.no_grad()
+    def targets_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher patch logits (B, 1, 31, 31) the MSE compares with for this batch: the cached clean maps,
+        or (consistent mode) the frozen teacher run now on ``batch["images"]`` — the images as the student sees
+        them, after any augmentation."""
+        if not self.consistent:
+            return batch["teacher"]
+        images = batch["images"]
+        return self.teacher.forward_with_patches(normalize_uint8(images))[1].float()
 
     def loss(self, model: PatchDetector, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logit, patches = model.forward_with_patches(normalize_uint8(batch["images"]))
         terms = distillation_loss(
             patches,
             logit,
-            batch["teacher"],
+            self.targets_for(batch),
             batch["labels"],
-            self.alpha_distill,
-            self.alpha_task,
-            self.indices,
-            self.scale,
-            self.clip,
-            batch["labelled"],
+            alpha_distill=self.alpha_distill,
+            alpha_task=self.alpha_task,
+            indices=self.indices,
+            scale=self.scale,
+            clip=self.clip,
+            labelled=batch["labelled"],
         )
         return {"loss": terms.total, "distill": terms.distill, "task": terms.task}
 
@@ -117,11 +142,11 @@ class StudentTask:
             logits[:, None],
             self.val_targets,
             self.val_labels,
-            self.alpha_distill,
-            self.alpha_task,
-            self.indices,
-            self.scale,
-            self.clip,
+            alpha_distill=self.alpha_distill,
+            alpha_task=self.alpha_task,
+            indices=self.indices,
+            scale=self.scale,
+            clip=self.clip,
         )
         metrics = binary_metrics(self.val_labels, logits)
         return {
@@ -156,6 +181,7 @@ def prepare_student_run(
     ``alpha_distill == 0`` (the labels-only baseline) no teacher is needed and none is loaded.
     """
     device = resolve_device(cfg.device)
+    mode = cfg.target_mode()
     cache_dir = cfg.resolved_cache_dir()
     data = data or load_training_data(cfg.data, cache_dir, progress)
     if cfg.alpha_distill == 0:
@@ -165,6 +191,7 @@ def prepare_student_run(
         train_targets = _no_targets(len(data.train), grid)
         val_targets = _no_targets(len(data.val), grid)
         info: dict[str, Any] = {"arch": None, "labels_only": True}
+        live_teacher = None
     else:
         if teacher is None:
             teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
@@ -179,6 +206,10 @@ def prepare_student_run(
             val_targets = compute_teacher_targets(model, data.val, **kwargs)
         finally:
             model.to(teacher_device)
+        # consistent targets: a private channels-last copy on the training device scores every batch
+        live_teacher = None
+        if mode == "consistent":
+            live_teacher = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
         info = {
             "arch": model.arch,
             "config": model.config(),
@@ -187,6 +218,7 @@ def prepare_student_run(
             "published": bool(ckpt.published) if ckpt is not None else False,
             "hash": teacher_hash(model)[:16],
             "targets_cached": bool(train_targets.from_cache and val_targets.from_cache),
+            "targets": mode,
         }
     size = data.train.images.shape[-1]
     indices = align_indices(TinyLaDeDa().geometry(), model.geometry(), size)
@@ -204,8 +236,10 @@ def prepare_student_run(
         scale=scale,
         clip=cfg.target_clip,
         labelled=labelled,
+        teacher=live_teacher,
     )
-    task = with_augmentation(task, cfg.augment)  # degrades the images, never the clean teacher targets (notebook 08)
+    # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
+    task = with_augmentation(task, cfg.augment)
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:
@@ -221,91 +255,15 @@ def _no_targets(n: int, grid: int) -> TeacherTargets:
     return TeacherTargets(torch.zeros(n, 1, grid, grid), torch.zeros(n, 1), "", "")
 
 
-#: Images per :func:`predict` call when only some rows of a (memory-mapped) image tensor are used.
-CALIBRATION_CHUNK = 256
+#: ``--schedule`` values and the :class:`~ladeda_lib.distill.loop.Stage` scheduler each one means.
+SCHEDULES = {"constant": None, "cosine": "cosine", "warmup_cosine": "warmup_cosine"}
 
 
-def _pooled_logits(
-    model: PatchDetector, images: torch.Tensor, mask: torch.Tensor | None, batch_size: int, device: str
-) -> torch.Tensor:
-    """Pooled logits (M,) of the rows of ``images`` (N, 3, S, S) where ``mask`` (N,) bool is true (all if None).
-
-    The selected rows are gathered ``CALIBRATION_CHUNK`` at a time: ``images[mask]`` would copy every one of
-    them into memory at once (590 MB for 3,000 images of a memory-mapped cache).
-    """
-    if mask is None or bool(mask.all()):
-        return predict(model, images, batch_size, device)[0]
-    rows = mask.nonzero().flatten()
-    parts = []
-    for lo in range(0, len(rows), CALIBRATION_CHUNK):
-        parts.append(predict(model, images[rows[lo : lo + CALIBRATION_CHUNK]], batch_size, device)[0])
-        release_pages()
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def calibrate_offset(
-    model: PatchDetector,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 32,
-    device: str = "cpu",
-    mask: torch.Tensor | None = None,
-) -> float:
-    """Shift ``fc.bias`` so the pooled logits fit the labels best (BCE) on these images; returns the shift.
-
-    Adding δ to ``fc.bias`` adds δ to every patch logit and hence exactly δ to the top-K pooled logit, so
-    this changes the decision threshold only — never the ranking (AP, AUC) or the heatmap's shape. It is
-    needed because the student copies the teacher's patch levels (MSE): the teacher is mean-pooled, so the
-    top 10 % of its patches are positive even on real images, and a top-K student inherits that offset
-    (accuracy at 0.5 fell to 50 % on the toy set, with AP unchanged). Fitted on the TRAINING images.
-    ``mask`` (N,) bool: fit on those rows of ``images`` / ``labels`` only (default: all), read chunk by chunk,
-    so a memory-mapped image cache is never copied whole. Works behind notebook 04.
-    """
-    logits = _pooled_logits(model, images, mask, batch_size, device)
-    target = (labels if mask is None else labels[mask]).float().reshape(-1)
-    delta = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([delta], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logits + delta, target)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    shift = float(delta.detach())
-    with torch.no_grad():
-        model.fc.bias.add_(shift)
-    return shift
-
-
-def _calibrate_outputs(result: TrainResult, prep: Prepared, cfg: StudentTrainConfig | TwoStageTrainConfig) -> None:
-    """Calibrate the final (and best) student's decision offset on the training images; rewrite the files."""
-    if not cfg.calibrate:
-        return
-    data, device = prep.data, prep.device
-    # only the images whose labels training may use (all of them unless --label-fraction is below 1)
-    mask = prep.task.labelled
-    images, labels = data.train.images, data.train.labels  # rows selected by ``mask`` chunk by chunk, not copied
-    before = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    shift = calibrate_offset(result.model, images, labels, cfg.batch_size, device, mask=mask)
-    after = binary_metrics(data.val.labels, predict(result.model, data.val.images, cfg.batch_size, device)[0])
-    final = load_checkpoint(result.final_path)
-    meta = {**final.metadata, "calibration_offset": shift, "val_after_calibration": after}
-    save_checkpoint(result.model, result.final_path, meta)
-    if result.best_path is not None:
-        best = load_checkpoint(result.best_path, pool=cfg.pool)
-        best_shift = calibrate_offset(best.model, images, labels, cfg.batch_size, "cpu", mask=mask)
-        save_checkpoint(best.model, result.best_path, {**best.metadata, "calibration_offset": best_shift})
-    note = (
-        f"decision offset calibrated on the training images: fc.bias {shift:+.3f}; val accuracy "
-        f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} (AP {after['ap']:.3f} unchanged)"
-    )
-    result.notes.append(note)
-    log = json.loads(result.log_path.read_text())
-    log["calibration"] = {"offset": shift, "val_before": before, "val_after": after}
-    log["notes"] = [*log.get("notes", []), note]
-    write_log(result.log_path, log)
+def schedule_name(schedule: str) -> str | None:
+    """The loop's scheduler for a ``--schedule`` value (``ValueError`` naming the choices for anything else)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[schedule]
 
 
 def _new_student(cfg: StudentTrainConfig | TwoStageTrainConfig) -> TinyLaDeDa:
@@ -313,7 +271,8 @@ def _new_student(cfg: StudentTrainConfig | TwoStageTrainConfig) -> TinyLaDeDa:
     return TinyLaDeDa(preprocess=cfg.preprocess, pool=cfg.pool)
 
 
-def _load_student(path: str | Path, pool: Any) -> TinyLaDeDa:
+def load_student(path: str | Path, pool: Any) -> TinyLaDeDa:
+    """A Tiny-LaDeDa checkpoint (or published state_dict) with the given top-K pooling."""
     return load_checkpoint(path, expected="TinyLaDeDa", pool=pool).model
 
 
@@ -328,6 +287,23 @@ def _fit_kwargs(cfg: StudentTrainConfig | TwoStageTrainConfig, prep: Prepared, p
         "progress": progress,
         "callback": callback,
     }
+
+
+def _finisher(cfg: StudentTrainConfig | TwoStageTrainConfig, prep: Prepared) -> Any:
+    """The run's finishing hook: the decision offset of the final and best student (None with ``fit_offset`` off)."""
+    if not cfg.fit_offset:
+        return None
+    train, val = prep.data.train, prep.data.val
+    # only the images whose labels training may use (all of them unless --label-fraction is below 1)
+    return decision_offset_hook(
+        train.images,
+        train.labels,
+        val.images,
+        val.labels,
+        labelled=prep.task.labelled,
+        batch_size=cfg.batch_size,
+        device=prep.device,
+    )
 
 
 def train_student(
@@ -356,7 +332,7 @@ def train_student(
     prep = prepare_student_run(cfg, teacher, data, progress)
     student = _new_student(cfg)
     if cfg.init is not None:
-        student = _load_student(cfg.init, cfg.pool)
+        student = load_student(cfg.init, cfg.pool)
         prep.notes.append(f"started from {shown(cfg.init)}")
     metadata = {
         "kind": "student",
@@ -365,17 +341,24 @@ def train_student(
         "teacher": prep.teacher_info,
         "data": prep.data.describe(),
     }
-    stage = Stage("single", cfg.epochs, cfg.lr, weight_decay=cfg.weight_decay)
+    stage = Stage(
+        "single",
+        cfg.epochs,
+        cfg.lr,
+        scheduler=schedule_name(cfg.schedule),
+        warmup_epochs=cfg.lr_warmup_epochs,
+        weight_decay=cfg.weight_decay,
+    )
     result = fit(
         student,
         [stage],
         prep.task,
         cfg.resolved_output(),
         metadata=metadata,
+        finish=_finisher(cfg, prep),
         **_fit_kwargs(cfg, prep, progress, callback),
     )
     result.notes[:0] = prep.notes
-    _calibrate_outputs(result, prep, cfg)
     return result
 
 
@@ -447,7 +430,7 @@ def train_student_two_stage(
             student = warm.model
             init_path = warm.final_path
         else:
-            student = _load_student(path, cfg.pool)
+            student = load_student(path, cfg.pool)
             init_path = path
     prep.notes.append(source)
     metadata = {
@@ -483,60 +466,8 @@ def train_student_two_stage(
             checkpoint_prefix="stage2_",
         ),
     ]
-    result = fit(student, stages, prep.task, cfg.resolved_output(), metadata=metadata, **kwargs)
+    result = fit(
+        student, stages, prep.task, cfg.resolved_output(), metadata=metadata, finish=_finisher(cfg, prep), **kwargs
+    )
     result.notes[:0] = prep.notes
-    _calibrate_outputs(result, prep, cfg)
     return result
-
-
-#: The runs of the distillation ablation: name → (alpha_distill, alpha_task, label_fraction).
-ABLATION_RUNS = {
-    "label-only": (0.0, 1.0, 1.0),
-    "distilled": (0.5, 0.5, 1.0),
-    "label-only, 20 % labels": (0.0, 1.0, 0.2),
-    "distilled, 20 % labels": (0.5, 0.5, 0.2),
-}
-
-
-def train_or_load_student(
-    config: StudentTrainConfig,
-    *,
-    teacher: PatchDetector | Checkpoint | None = None,
-    data: TrainingData | None = None,
-    progress: bool = True,
-) -> TinyLaDeDa:
-    """The student ``config.resolved_output()/student_final.pt`` if it exists, else train it with :func:`train_student`.
-
-    The notebooks' "load if present, train if not": a second run of a notebook reuses its students.
-    Introduced in notebook 05.
-    """
-    final = config.resolved_output() / "student_final.pt"
-    if final.is_file():
-        return _load_student(final, config.pool)
-    return train_student(config, teacher=teacher, data=data, progress=progress).model
-
-
-def distillation_ablation(
-    base: StudentTrainConfig,
-    runs: dict[str, tuple[float, float, float]] | None = None,
-    *,
-    teacher: PatchDetector | Checkpoint | None = None,
-    data: TrainingData | None = None,
-    progress: bool = True,
-) -> dict[str, TinyLaDeDa]:
-    """Train (or load) one student per ablation run at equal budget: same epochs, batch, seed and data.
-
-    ``base`` gives everything shared (``output`` is the parent folder: each run goes to a sub-folder named
-    after it); ``runs`` maps a name to ``(alpha_distill, alpha_task, label_fraction)`` (default
-    :data:`ABLATION_RUNS`). Labels-only runs use no teacher. Returns ``{name: trained student}``.
-    Introduced in notebook 04.
-    """
-    from dataclasses import replace
-
-    root = base.resolved_output()
-    students = {}
-    for name, (alpha_distill, alpha_task, fraction) in (runs or ABLATION_RUNS).items():
-        folder = root / name.replace(",", "").replace("%", "pct").replace(" ", "_")
-        cfg = replace(base, output=folder, alpha_distill=alpha_distill, alpha_task=alpha_task, label_fraction=fraction)
-        students[name] = train_or_load_student(cfg, teacher=teacher, data=data, progress=progress)
-    return students

@@ -16,10 +16,10 @@ DEFAULT_MODEL = Path("weights/two_stage/student_final.pt")
 
 def _run(args: argparse.Namespace) -> int:
     from ladeda_lib.checkpoints import CheckpointError, load_checkpoint
+    from ladeda_lib.contract import NO_CALIBRATION_NOTE, DecisionCalibration
     from ladeda_lib.export.chain import export_model, formats_for, load_export_images
     from ladeda_lib.export.errors import ExportError
     from ladeda_lib.export.verify import Tolerances
-    from ladeda_lib.runtime import NO_CALIBRATION_NOTE, Calibration
 
     model_path = Path(args.model) if args.model else paths.project_root() / DEFAULT_MODEL
     if not model_path.exists():
@@ -34,8 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else paths.weights_dir() / "export" / f"{role}.tflite"
     formats = formats_for(args.quantization)
 
-    calibration = eval_images = eval_labels = None
-    decision = Calibration.from_dict(ckpt.metadata.get("calibration"))
+    representative = eval_images = eval_labels = None
+    decision = DecisionCalibration.from_dict(ckpt.metadata.get("calibration"))
     if decision is None:
         print(f"ladeda export: note: {model_path}: {NO_CALIBRATION_NOTE}", file=sys.stderr)
     if ckpt.published and args.data is None and "int8" in formats:
@@ -46,13 +46,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.data is not None or "int8" in formats or not args.no_verify:
-        data = args.data
-        if data is None:
-            from ladeda_lib.data import ensure_toy_dataset
-
-            data = ensure_toy_dataset()
-        calibration, eval_images, eval_labels = load_export_images(
-            data, args.calibration_count, args.eval_count, args.seed, progress=not args.quiet
+        representative, eval_images, eval_labels = load_export_images(
+            args.data, args.calibration_count, args.eval_count, args.seed, progress=not args.quiet
         )
         if args.no_verify:
             eval_images = eval_labels = None
@@ -62,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         ckpt.model,
         output,
         args.quantization,
-        calibration,
+        representative,
         eval_images,
         eval_labels,
         nhwc=args.nhwc,
@@ -74,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         decision_calibration=decision,
         record={
             "source": str(model_path),
-            "int8_calibration_data": str(args.data or "toy dataset") if "int8" in formats else None,
+            "int8_representative_data": str(args.data or "toy dataset") if "int8" in formats else None,
         },
     )
     print(f"ONNX:   {result.onnx}")
@@ -117,10 +112,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data",
-        help="dataset for int8 calibration (train split) and verification (test split); default: the toy dataset "
+        help="dataset for the int8 representative images (train split) and verification (test split); default: the toy dataset "
         "(use your own images for a published checkpoint)",
     )
-    p.add_argument("--calibration-count", type=int, default=100, help="training images for int8 calibration")
+    p.add_argument(
+        "--calibration-count", type=int, default=100, help="training images the int8 file takes its ranges from"
+    )
     p.add_argument("--eval-count", type=int, default=None, help="cap on held-out images used for verification")
     p.add_argument("--nhwc", action="store_true", help="TFLite input (1, 256, 256, 3) instead of (1, 3, 256, 256)")
     p.add_argument("--with-patches", action="store_true", help="also export the patch-logit map")
@@ -128,7 +125,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on the fake probability")
     p.add_argument("--latency-runs", type=int, default=50, help="batch-1 runs timed per format (median)")
     p.add_argument("--threads", type=int, default=None, help="threads for every backend")
-    p.add_argument("--seed", type=int, default=0, help="seed for picking calibration/evaluation images")
+    p.add_argument("--seed", type=int, default=0, help="seed for picking representative/evaluation images")
     p.add_argument("--no-verify", action="store_true", help="skip verification (int8 still needs --data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

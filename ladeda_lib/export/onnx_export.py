@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ladeda_lib.export.column_pairs import deployable_student
+from ladeda_lib.contract import INPUT_NAME, LOGIT_NAME, PATCH_NAME, DecisionCalibration, describe_model, write_sidecar
 from ladeda_lib.export.errors import ExportError
 from ladeda_lib.geometry import INPUT_GEOMETRY
+from ladeda_lib.graphs.column_pairs import deployable_student
+from ladeda_lib.graphs.fused import has_fusable_stem
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import INPUT_NAME, LOGIT_NAME, PATCH_NAME, Calibration, has_fusable_stem
 
 #: Opset that converts cleanly to TFLite (see the module docstring).
 DEFAULT_OPSET = 17
@@ -37,12 +38,10 @@ class ExportableDetector(nn.Module):
     (1, 3, H, W) normalised → ``logit`` (1, 1), or ``(logit (1, 1), patch_logits (1, 1, h, w))``.
 
     * ``fuse``: Tiny-LaDeDa with a fixed filter (or raw input) runs as the deployed graph of
-      :func:`~ladeda_lib.export.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
+      :func:`~ladeda_lib.graphs.column_pairs.deployable_student` (``conv1``, ``conv2``, ``bn1`` as one
       convolution, full-resolution maps in column pairs, a pre-sorted top-K): the same outputs, less time.
-    * ``calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
+    * ``decision_calibration``: ``(patch − offset) / temperature`` before pooling, so the file's logits are the
       calibrated ones (top-K mean and this affine map commute).
-    * ``clamp``: patch logits clipped to ``[-clamp, clamp]`` before pooling (see
-      :func:`~ladeda_lib.export.int8.choose_clamp`): bounds the range an int8 file must represent.
     """
 
     def __init__(
@@ -51,23 +50,19 @@ class ExportableDetector(nn.Module):
         with_patches: bool = False,
         *,
         fuse: bool = True,
-        calibration: Calibration | None = None,
-        clamp: float | None = None,
+        decision_calibration: DecisionCalibration | None = None,
         image_size: int = INPUT_GEOMETRY.image_size,
     ) -> None:
         super().__init__()
         self.model = deployable_student(model, image_size) if fuse and has_fusable_stem(model) else model
         self.with_patches = with_patches
-        self.offset = 0.0 if calibration is None else float(calibration.offset)
-        self.temperature = 1.0 if calibration is None else float(calibration.temperature)
-        self.clamp = clamp
+        self.offset = 0.0 if decision_calibration is None else float(decision_calibration.offset)
+        self.temperature = 1.0 if decision_calibration is None else float(decision_calibration.temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.patch_logits(x)
         if self.offset != 0.0 or self.temperature != 1.0:
             patches = (patches - self.offset) * (1.0 / self.temperature)
-        if self.clamp is not None:
-            patches = patches.clamp(-self.clamp, self.clamp)
         logit = self.model.pool(patches)
         return (logit, patches) if self.with_patches else logit
 
@@ -99,8 +94,7 @@ def export_onnx(
     rtol: float = 1e-4,
     *,
     fuse: bool = True,
-    calibration: Calibration | None = None,
-    clamp: float | None = None,
+    decision_calibration: DecisionCalibration | None = None,
 ) -> Path:
     """Export ``model`` to ONNX: ``input`` (1, 3, S, S) float32 → ``logit`` (1, 1) [, ``patch_logits``].
 
@@ -117,7 +111,9 @@ def export_onnx(
         verify: compare onnxruntime with PyTorch right away.
         rtol: largest allowed difference for ``verify``, relative to the output's magnitude (a published
             checkpoint's logits run into the thousands, where float32 itself differs by more than 1e-4).
-        fuse, calibration, clamp: see :class:`ExportableDetector`.
+        fuse, decision_calibration: see :class:`ExportableDetector`.
+        The file's sidecar (:func:`~ladeda_lib.contract.describe_model`: architecture, config, patch geometry,
+        input size, decision calibration) is written next to it.
 
     Returns:
         ``path``. Introduced in notebook 07.
@@ -129,46 +125,68 @@ def export_onnx(
     was_training = model.training
     model = model.eval().cpu()
     wrapper = ExportableDetector(
-        model, with_patches, fuse=fuse, calibration=calibration, clamp=clamp, image_size=image_size
+        model, with_patches, fuse=fuse, decision_calibration=decision_calibration, image_size=image_size
     ).eval()
     example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     output_names = [LOGIT_NAME, PATCH_NAME] if with_patches else [LOGIT_NAME]
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # tracing top-K records K as a constant (the input size is fixed), which is what we want
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=False,
-                do_constant_folding=True,
-            )
-            expected = wrapper(example)
+        # tracing top-K records K as a constant (the input size is fixed), which is what we want
+        expected = trace_to_onnx(wrapper, example, path, INPUT_NAME, output_names, opset)
     finally:
         model.train(was_training)
     onnx.checker.check_model(onnx.load(str(path)))
     if verify:
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = run_onnxruntime(path, example.numpy())
-        for name, want, have in zip(output_names, expected, got, strict=True):
-            diff = float(np.abs(want.numpy() - have).max())
-            scale = max(1.0, float(np.abs(want.numpy()).max()))
-            if diff > rtol * scale:
-                raise ExportError(
-                    f"{path}: onnxruntime output {name!r} differs from PyTorch by {diff:.2e} on values up to "
-                    f"{scale:.3g} (limit {rtol:.0e} of that)"
-                )
+        check_against_onnxruntime(path, example, output_names, expected, rtol)
+    write_sidecar(path, describe_model(model, decision_calibration, image_size))
     return path
+
+
+def trace_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    input_name: str,
+    output_names: list[str],
+    opset: int = DEFAULT_OPSET,
+) -> tuple[torch.Tensor, ...]:
+    """Write ``module`` traced on ``example`` to ``path`` with the TorchScript exporter (constant folding on, the
+    tracer's warnings silenced); returns ``module(example)`` as a tuple, what the file must reproduce."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=output_names,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+        expected = module(example)
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def check_against_onnxruntime(
+    path: str | Path, example: torch.Tensor, output_names: list[str], expected: tuple[torch.Tensor, ...], rtol: float
+) -> None:
+    """:class:`ExportError` unless onnxruntime's outputs on ``example`` match ``expected`` within ``rtol`` of their
+    magnitude (largest |value|, at least 1)."""
+    got = run_onnxruntime(path, example.numpy())
+    for name, want, have in zip(output_names, expected, got, strict=True):
+        diff = float(np.abs(want.numpy() - have).max())
+        scale = max(1.0, float(np.abs(want.numpy()).max()))
+        if diff > rtol * scale:
+            raise ExportError(
+                f"{path}: onnxruntime output {name!r} differs from PyTorch by {diff:.2e} on values up to "
+                f"{scale:.3g} (limit {rtol:.0e} of that)"
+            )
 
 
 def run_onnxruntime(path: str | Path, x: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
     """Run an ONNX file once on ``x`` (its input shape) with onnxruntime; outputs in graph order."""
-    from ladeda_lib.runtime import OnnxPredictor
+    from ladeda_lib.predictors import OnnxPredictor
 
     session = OnnxPredictor(path, threads).session
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})

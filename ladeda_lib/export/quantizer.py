@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.runtime import fold_batchnorm  # one BatchNorm folding for inference and export
+from ladeda_lib.graphs.fused import fold_batchnorm  # one BatchNorm folding for inference and export
 
 
 def quantize_per_channel(

@@ -7,8 +7,8 @@ Three habits of onnx2tf are tamed here:
 * It **rewrites its input .onnx in place** — we convert a copy in a temporary working folder, so the
   user's file is never touched.
 * It **downloads a sample-image file** whenever every input is a 4-D, 3-channel image (even for float
-  conversion) and int8 calibration has no data. We keep the input NCHW (then it is not a 3-channel-last
-  image), always pass our own calibration data, and place a locally made sample file in the working folder
+  conversion) and int8 quantization has no representative data. We keep the input NCHW (then it is not a
+  3-channel-last image), always pass our own representative images, and place a locally made sample file in the working folder
   (onnx2tf reads it from the current directory first). Nothing is requested from the network.
 * It prints a lot — its output goes to a log that is shown only when something fails.
 
@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ladeda_lib.contract import INPUT_NAME, read_sidecar, write_sidecar
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.onnx_export import INPUT_NAME, check_writable_folder, topk_k_as_constant_nodes
+from ladeda_lib.export.onnx_export import check_writable_folder, topk_k_as_constant_nodes
 from ladeda_lib.geometry import INPUT_GEOMETRY
 
 #: Formats we produce, in the order of the verification table.
@@ -53,24 +55,11 @@ _ONNX2TF_SUFFIX = {
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-def normalised_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """uint8 (N, 3, H, W) images → normalised float32 (``normalize_uint8``, as in training); float input is
-    taken as already normalised."""
-    tensor = torch.as_tensor(images)
-    if tensor.ndim == 3:
-        tensor = tensor[None]
-    if tensor.ndim != 4 or tensor.shape[1] != 3:
-        raise ExportError(f"expected images of shape (N, 3, H, W), got {tuple(tensor.shape)}")
-    if tensor.dtype == torch.uint8:  # the formula of ladeda_lib.data.normalize_uint8, from the shared geometry
-        tensor = INPUT_GEOMETRY.normalize(tensor.float() / 255.0)
-    return tensor.float().numpy()
-
-
-def _sample_file_data(calibration: np.ndarray | None) -> np.ndarray:
-    """20 NHWC 128×128 images in [0, 1] for onnx2tf's own sanity check (never used for calibration)."""
-    if calibration is None:
+def _sample_file_data(representative: np.ndarray | None) -> np.ndarray:
+    """20 NHWC 128×128 images in [0, 1] for onnx2tf's own sanity check (never used for the int8 ranges)."""
+    if representative is None:
         return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
-    images = torch.from_numpy(calibration[:20])
+    images = torch.from_numpy(representative[:20])
     images = INPUT_GEOMETRY.denormalize(images).clamp(0, 1)
     images = torch.nn.functional.interpolate(images, size=(128, 128), mode="bilinear", antialias=True)
     if images.shape[0] < 20:
@@ -113,7 +102,7 @@ def convert_to_tflite(
     onnx_path: str | Path,
     output_dir: str | Path,
     quantizations: Sequence[str] = QUANTIZATIONS,
-    calibration: torch.Tensor | np.ndarray | None = None,
+    representative: torch.Tensor | np.ndarray | None = None,
     nhwc: bool = False,
     stem: str | None = None,
     quiet: bool = True,
@@ -124,17 +113,20 @@ def convert_to_tflite(
         onnx_path: the ``.onnx`` file (input ``input`` (1, 3, S, S)); it is copied, never modified.
         output_dir: folder for the results, created if needed.
         quantizations: any of ``"float32"``, ``"float16"``, ``"dynamic_range"``, ``"int8"``.
-        calibration: representative images (N, 3, S, S), uint8 (normalised here) or already-normalised
-            float; required for ``"int8"``, also used for onnx2tf's internal sanity check.
+        representative: representative images (N, 3, S, S), uint8 (normalised here) or already-normalised
+            float, from which the int8 file takes its activation ranges; required for ``"int8"``, also used for
+            onnx2tf's internal sanity check.
         nhwc: give the TFLite files TFLite's native (1, S, S, 3) input instead of (1, 3, S, S).
         stem: file-name stem; files are ``<stem>_<format>.tflite`` (default: the ONNX file's stem).
         quiet: hide onnx2tf's and TensorFlow's console output (shown on failure).
 
     Returns:
-        ``{format: path}`` in the order of ``quantizations``.
+        ``{format: path}`` in the order of ``quantizations``; each file gets the ONNX file's sidecar
+        (``<file>.ladeda.json``: architecture, geometry, decision calibration), with its own ``format``.
 
     Raises:
-        ExportError: unknown format, int8 without calibration, wrong calibration shape, failed conversion.
+        ExportError: unknown format, int8 without representative images, images of the wrong shape, failed
+            conversion.
     Introduced in notebook 07.
     """
     onnx_path = Path(onnx_path)
@@ -149,18 +141,19 @@ def convert_to_tflite(
     import onnx
 
     model = onnx.load(str(onnx_path))
+    record = read_sidecar(onnx_path)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     input_name = model.graph.input[0].name
-    calib = None if calibration is None else normalised_images(calibration)
+    calib = None if representative is None else normalised_images(representative)
     if calib is not None and (len(dims) != 4 or list(calib.shape[1:]) != dims[1:]):
         raise ExportError(
-            f"calibration images have shape {tuple(calib.shape[1:])} per image, but {onnx_path.name} expects "
+            f"representative images have shape {tuple(calib.shape[1:])} per image, but {onnx_path.name} expects "
             f"{tuple(dims[1:])} (input {input_name!r})"
         )
     if "int8" in quantizations and calib is None:
         raise ExportError(
-            "full int8 quantization needs representative calibration images (real training images through the "
-            "same preprocessing, about 100); pass calibration=uint8 tensor (N, 3, 256, 256)"
+            "full int8 quantization needs representative images (real training images through the "
+            "same preprocessing, about 100); pass representative=uint8 tensor (N, 3, 256, 256)"
         )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -205,6 +198,8 @@ def convert_to_tflite(
                 raise ExportError(f"onnx2tf did not produce the {q} file for {onnx_path}:\n{_log_tail(log_path)}")
             target = output_dir / f"{stem}_{q}.tflite"
             shutil.copyfile(produced, target)
+            if record is not None:  # the file describes itself as its ONNX source does
+                write_sidecar(target, {**record, "format": q})
             results[q] = target
     return results
 

@@ -11,7 +11,6 @@ Introduced in notebook 07.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,10 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ladeda_lib.contract import DecisionCalibration
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.export.errors import ExportError
-from ladeda_lib.export.tflite import normalised_images
+from ladeda_lib.jsonio import write_json
 from ladeda_lib.models import PatchDetector
-from ladeda_lib.runtime import Calibration, load_predictor, measure_latency_ms, resolve_threads
+from ladeda_lib.predictors import load_predictor
+from ladeda_lib.timing import measure_latency_ms, resolve_threads
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class VerificationReport:
         folder = Path(folder)
         md, js = folder / f"{stem}_verification.md", folder / f"{stem}_verification.json"
         md.write_text(f"# Export verification: {stem}\n\n{self.to_markdown()}\n")
-        js.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(js, self.to_dict())
         return md, js
 
 
@@ -196,7 +198,7 @@ def verify_exports(
     threads: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    calibration: Calibration | None = None,
+    decision_calibration: DecisionCalibration | None = None,
 ) -> VerificationReport:
     """Check every exported file against ``model`` on ``images``.
 
@@ -207,11 +209,12 @@ def verify_exports(
         images: held-out images (N, 3, 256, 256), uint8 (normalised here like training) or normalised float.
         labels: (N,) 0 real / 1 fake to also report accuracy and AP per format.
         tolerances: limits per format (default :class:`Tolerances`).
-        latency_runs: batch-1 calls timed per format (see :func:`~ladeda_lib.runtime.measure_latency_ms`); 0 skips timing.
-        threads: threads for every backend (None: :func:`~ladeda_lib.runtime.resolve_threads`).
+        latency_runs: batch-1 calls timed per format (see :func:`~ladeda_lib.timing.measure_latency_ms`); 0 skips timing.
+        threads: threads for every backend (None: :func:`~ladeda_lib.timing.resolve_threads`).
         batch_size: PyTorch reference batch size.
         progress: show a progress bar over the files.
-        calibration: the calibration baked into the exported graphs (applied to the PyTorch reference).
+        decision_calibration: the decision calibration baked into the exported graphs (applied to the PyTorch
+            reference).
 
     Returns:
         a :class:`VerificationReport`; ``report.passed`` is False when any check failed.
@@ -233,8 +236,8 @@ def verify_exports(
         ]
         ref_logit = torch.cat([o[0] for o in outs]).numpy()
         ref_patch = torch.cat([o[1] for o in outs]).numpy()
-        if calibration is not None:  # the exported graphs carry the calibration: compare like with like
-            ref_logit, ref_patch = calibration.apply(ref_logit), calibration.apply(ref_patch)
+        if decision_calibration is not None:  # the exported graphs carry it: compare like with like
+            ref_logit, ref_patch = decision_calibration.apply(ref_logit), decision_calibration.apply(ref_patch)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

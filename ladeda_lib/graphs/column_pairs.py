@@ -19,7 +19,7 @@ Two rewrites, both exact (the same outputs up to float rounding; checked when th
   mean is exactly the same — and LiteRT's top-K alone then costs about a third.
 
 :func:`deployable_student` builds this graph for ``ladeda export`` (the float files) and falls back to
-:class:`~ladeda_lib.runtime.FusedTinyLaDeDa` where it does not apply (an odd input width).
+:class:`~ladeda_lib.graphs.fused.FusedTinyLaDeDa` where it does not apply (an odd input width).
 Introduced in notebook 07.
 """
 
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda_lib.geometry import INPUT_GEOMETRY
+from ladeda_lib.graphs.fused import FusedTinyLaDeDa, check_same, fold_batchnorm, fuse_student_stem, stem_kernel
 from ladeda_lib.models import PatchDetector, TinyLaDeDa, TopKPool
 from ladeda_lib.models.preprocessing import FixedFilter, Identity
-from ladeda_lib.runtime import FusedTinyLaDeDa, _check_same, fold_batchnorm, fuse_student_stem, stem_kernel
 
 
 def column_pair_conv(
@@ -165,11 +165,11 @@ def deployable_student(
     model: TinyLaDeDa, image_size: int = INPUT_GEOMETRY.image_size
 ) -> ColumnPairTinyLaDeDa | FusedTinyLaDeDa:
     """The graph the float export uses: :class:`ColumnPairTinyLaDeDa` for an even ``image_size``,
-    :class:`~ladeda_lib.runtime.FusedTinyLaDeDa` otherwise; either is checked against ``model``."""
+    :class:`~ladeda_lib.graphs.fused.FusedTinyLaDeDa` otherwise; either is checked against ``model``."""
     if image_size % 2:
         return fuse_student_stem(model)
     laid_out = ColumnPairTinyLaDeDa(model)
-    _check_same(model, laid_out, "laying the student out in column pairs")
+    check_same(model, laid_out, "laying the student out in column pairs")
     return laid_out
 
 

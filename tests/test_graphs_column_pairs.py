@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from ladeda_lib.export import export_onnx
-from ladeda_lib.export.column_pairs import (
+from ladeda_lib.export.onnx_export import run_onnxruntime
+from ladeda_lib.graphs.column_pairs import (
     ColumnPairTinyLaDeDa,
     PresortedTopKPool,
     column_pair_conv,
     deployable_student,
     presort,
 )
-from ladeda_lib.export.onnx_export import run_onnxruntime
+from ladeda_lib.graphs.fused import FusedTinyLaDeDa
 from ladeda_lib.models import TinyLaDeDa, TopKPool
-from ladeda_lib.runtime import FusedTinyLaDeDa
 
 
 def _random_student(preprocess: str = "right_diag", var_scale: float = 1.0, pool=0.1) -> TinyLaDeDa:

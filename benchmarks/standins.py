@@ -11,8 +11,8 @@ hard to deploy is the *range* of their logits, which these stand-ins reproduce:
   every image "fake" at p = 0.5 until a decision calibration (``ladeda calibrate``) is fitted.
 
 Both have BatchNorm statistics measured on the given images and a "trained" head: the least-squares direction in
-mean-pooled feature space separating the two classes. Used by ``benchmarks/int8_study.py`` and the export tests.
-Introduced in notebook 07.
+mean-pooled feature space separating the two classes. Used by ``benchmarks/int8_study.py`` and the export tests
+(``tests/conftest.py`` puts ``benchmarks/`` on the import path).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ladeda_lib.export.tflite import normalised_images
+from ladeda_lib.data.images import normalised_images
 from ladeda_lib.models import TinyLaDeDa
 
 #: The stand-in kinds :func:`stand_in` builds.

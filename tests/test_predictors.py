@@ -1,5 +1,5 @@
-"""The runtime layer: predictors for every format (any batch size on batch-1 files, NHWC inputs, outputs matched
-by name or shape, clear errors), the fused student stem, BatchNorm folding, latency, threads, calibration."""
+"""Predictors for every format: any batch size on batch-1 files, NHWC inputs, uint8 or normalised images, outputs
+matched by name or shape, the sidecar's geometry and calibration, clear errors."""
 
 import numpy as np
 import pytest
@@ -7,24 +7,16 @@ import torch
 from torch import nn
 
 from ladeda_lib.checkpoints import save_checkpoint
-from ladeda_lib.export import OnnxModel, export_onnx
-from ladeda_lib.models import LaDeDa, TinyLaDeDa
-from ladeda_lib.runtime import (
-    Calibration,
-    FusedTinyLaDeDa,
-    ModelFileError,
+from ladeda_lib.contract import DecisionCalibration, ModelFileError, model_kind
+from ladeda_lib.export import export_onnx
+from ladeda_lib.models import TinyLaDeDa
+from ladeda_lib.predictors import (
     OnnxPredictor,
     TensorInfo,
     TorchPredictor,
     classify_outputs,
-    fold_batchnorm,
-    fuse_student_stem,
     load_predictor,
-    measure_latency_ms,
-    model_kind,
     patch_to_nchw,
-    quietest_block_median,
-    resolve_threads,
 )
 
 
@@ -40,22 +32,10 @@ def randomise_bn(model: nn.Module, seed: int = 0, var_scale: float = 1.0) -> nn.
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def student_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    model = TinyLaDeDa().eval()
-    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "s.onnx", with_patches=True)
-
-
 def test_onnx_runner_loops_over_a_batch_and_matches_pytorch(student_onnx):
     model, path = student_onnx
     runner = load_predictor(path, threads=1)
-    assert (
-        isinstance(runner, OnnxPredictor)
-        and OnnxModel is OnnxPredictor
-        and runner.output_names == ["logit", "patch_logits"]
-        and runner.has_patches
-    )
+    assert isinstance(runner, OnnxPredictor) and runner.output_names == ["logit", "patch_logits"] and runner.has_patches
     x = torch.randn(3, 3, 256, 256)
     logit, patches = runner(x)
     with torch.no_grad():
@@ -87,7 +67,7 @@ def test_nhwc_file_is_fed_transposed(tmp_path):
         dynamo=False,
         opset_version=17,
     )
-    runner = OnnxModel(path)
+    runner = OnnxPredictor(path)
     assert runner.layout == "NHWC" and not runner.has_patches
     x = torch.randn(2, 3, 256, 256)
     logit, patches = runner(x)
@@ -109,11 +89,11 @@ def test_outputs_are_recognised_by_shape_when_renamed():
 
 def test_clear_errors(student_onnx, tmp_path):
     _, path = student_onnx
-    runner = OnnxModel(path)
+    runner = OnnxPredictor(path)
     with pytest.raises(ModelFileError, match="256×256"):
         runner(torch.zeros(1, 3, 64, 64))
-    with pytest.raises(ModelFileError, match="normalise"):
-        runner(np.zeros((1, 3, 256, 256), dtype=np.uint8))
+    with pytest.raises(ModelFileError, match=r"\(B, 3, H, W\)"):
+        runner(np.zeros((1, 4, 256, 256), dtype=np.uint8))
     with pytest.raises(FileNotFoundError):
         load_predictor(tmp_path / "missing.tflite")
     (tmp_path / "model.h5").write_bytes(b"")
@@ -121,7 +101,7 @@ def test_clear_errors(student_onnx, tmp_path):
         load_predictor(tmp_path / "model.h5")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="not a loadable ONNX"):
-        OnnxModel(tmp_path / "junk.onnx")
+        OnnxPredictor(tmp_path / "junk.onnx")
 
 
 def test_suffix_is_case_insensitive(student_onnx, tmp_path):
@@ -130,34 +110,6 @@ def test_suffix_is_case_insensitive(student_onnx, tmp_path):
     upper.write_bytes(path.read_bytes())
     assert isinstance(load_predictor(upper), OnnxPredictor)
     assert model_kind("a.PTH") == "checkpoint" and model_kind("b.TFLite") == "tflite"
-
-
-@pytest.mark.parametrize("preprocess", ["right_diag", "left_diag", "x_grad", "raw"])
-def test_fused_stem_equals_the_four_layers(preprocess):
-    torch.manual_seed(3)
-    model = randomise_bn(TinyLaDeDa(preprocess=preprocess), var_scale=0.01)  # large logits, ForenSynth-like
-    fused = fuse_student_stem(model)
-    assert isinstance(fused, FusedTinyLaDeDa) and fused.stem.kernel_size == ((5, 5) if preprocess != "raw" else (3, 3))
-    x = torch.randn(2, 3, 64, 80)
-    with torch.no_grad():
-        want, got = model.forward_with_patches(x), fused.forward_with_patches(x)
-    scale = float(want[1].abs().max())
-    assert got[1].shape == want[1].shape
-    assert float((got[1] - want[1]).abs().max()) <= 2e-6 * scale
-    assert float((got[0] - want[0]).abs().max()) <= 2e-6 * scale
-    assert fused.geometry() == model.geometry()
-
-
-def test_npr_teacher_is_not_fused_but_bn_folded():
-    torch.manual_seed(0)
-    teacher = randomise_bn(LaDeDa(width=2))
-    with pytest.raises(ValueError, match="not a convolution"):
-        fuse_student_stem(TinyLaDeDa(preprocess="NPR"))
-    folded = fold_batchnorm(teacher)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randn(1, 3, 48, 48)
-    with torch.no_grad():
-        assert torch.allclose(teacher(x), folded(x), atol=1e-4)
 
 
 def test_torch_predictor_optimised_equals_eager_and_applies_calibration():
@@ -171,7 +123,7 @@ def test_torch_predictor_optimised_equals_eager_and_applies_calibration():
     # the image logit pools 15,876 patch logits, summed in a CPU-dependent order: N * eps32 * mean|patch|
     sum_bound = pa[0].size * float(np.finfo(np.float32).eps) * float(np.abs(pa).mean())
     assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(pa).max()) + sum_bound
-    cal = Calibration(offset=float(a.mean()), temperature=2.0)
+    cal = DecisionCalibration(offset=float(a.mean()), temperature=2.0)
     c, pc = TorchPredictor(model, calibration=cal)(x)
     np.testing.assert_allclose(c, (b - cal.offset) / 2.0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(pc, (pb - cal.offset) / 2.0, rtol=1e-5, atol=1e-5)
@@ -181,26 +133,56 @@ def test_checkpoint_calibration_record_is_loaded(tmp_path):
     model = randomise_bn(TinyLaDeDa())
     plain = load_predictor(save_checkpoint(model, tmp_path / "a.pt"))
     assert plain.calibration is None
-    record = Calibration(3.0, 5.0, {"split": "val"}).to_dict()
+    record = DecisionCalibration(3.0, 5.0, {"split": "val"}).to_dict()
     calibrated = load_predictor(save_checkpoint(model, tmp_path / "b.pt", metadata={"calibration": record}))
-    assert calibrated.calibration == Calibration(3.0, 5.0, {"split": "val"})
+    assert calibrated.calibration == DecisionCalibration(3.0, 5.0, {"split": "val"})
     torch.save(model.state_dict(), tmp_path / "published.pth")  # a bare state_dict has no record
     assert load_predictor(tmp_path / "published.pth").calibration is None
     with pytest.raises(ValueError, match="positive temperature"):
-        Calibration(0.0, 0.0)
-
-
-def test_thread_policy_and_latency_rule():
-    assert resolve_threads(3) == 3 and resolve_threads(None) == torch.get_num_threads()
-    with pytest.raises(ValueError, match="at least 1"):
-        resolve_threads(0)
-    # a burst of load in one block does not move the result: the quietest block's median is taken
-    assert quietest_block_median([1.0, 1.1, 0.9, 9.0, 9.5, 8.0, 1.0, 1.2, 1.1]) == pytest.approx(1.0)
-    calls = []
-    assert measure_latency_ms(lambda: calls.append(1), runs=6, warmup=2) >= 0 and len(calls) == 8
+        DecisionCalibration(0.0, 0.0)
 
 
 def test_onnx_predictor_uses_the_stated_threads(student_onnx):
     _, path = student_onnx
     assert OnnxPredictor(path, threads=1).threads == 1
     assert OnnxPredictor(path).threads == torch.get_num_threads()
+
+
+def test_uint8_pixels_and_normalised_images_give_the_same_scores(student_onnx):
+    from ladeda_lib.data import normalize_uint8
+
+    model, path = student_onnx
+    pixels = torch.randint(0, 256, (2, 3, 256, 256), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for predictor in (load_predictor(path, threads=1), TorchPredictor(model, threads=1)):
+        (a, pa), (b, pb) = predictor(pixels), predictor(normalize_uint8(pixels))
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(pa, pb)
+
+
+def test_an_exported_file_states_its_geometry_even_for_another_preprocessing(tmp_path):
+    """The sidecar carries arch, config and geometry: a ``raw`` student has the default student's 126×126 grid
+    but another receptive field and offset, and its file says so (no guessing from the grid)."""
+    torch.manual_seed(0)
+    raw = TinyLaDeDa(preprocess="raw").eval()
+    assert raw.geometry() != TinyLaDeDa().geometry() and raw.grid_size() == TinyLaDeDa().grid_size()
+    path = export_onnx(raw, tmp_path / "raw.onnx", with_patches=True)
+    predictor = load_predictor(path)
+    assert predictor.geometry == raw.geometry()
+    assert predictor.record["arch"] == "TinyLaDeDa" and predictor.record["config"]["preprocess"] == "raw"
+    (tmp_path / "raw.onnx.ladeda.json").unlink()  # a file without its sidecar says nothing: no guess
+    assert load_predictor(path).geometry is None
+
+
+def test_pooling_override_pools_the_patch_map_once(student_onnx):
+    from ladeda_lib.models import TopKPool
+
+    model, path = student_onnx
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        want = TopKPool("all")(model.patch_logits(x)).numpy()
+    for predictor in (load_predictor(path, pooling="all"), load_predictor(model, pooling="all")):
+        logit, _ = predictor(x)
+        np.testing.assert_allclose(logit, want, rtol=1e-4, atol=1e-4)
+    no_patches = export_onnx(model, path.parent / "no_patches.onnx")
+    with pytest.raises(ModelFileError, match="needs the patch map"):
+        load_predictor(no_patches, pooling=0.5)

@@ -1,0 +1,366 @@
+"""The stages of ``ladeda pipeline``, run in order, each skipped when its artifact is there.
+
+data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
+baseline distillation has to beat) → two-stage student → evaluation per split and platform → export to
+every format with verification → ``OUTPUT/report.md`` with figures.
+
+The teacher: the published ``weights/WildRF_LaDeDa.pth`` if a user placed it there; else, on the default toy
+data, the compact teacher the project ships (see :mod:`ladeda_lib.registry`); on any other data, a compact
+teacher trained on that data. The report says which, and flags a teacher that is weaker than the
+label-only student at the top.
+
+Every stage writes its artifacts under the output folder (default ``runs/pipeline``) and is skipped on
+the next run when its artifact is there (``--force`` rebuilds). A failing stage stops the run with a
+message naming the stage; the artifacts of earlier stages stay. Each stage calls the same library
+functions the notebooks teach, so the report's numbers are the ones a learner reproduces step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ladeda_lib.paths import project_root
+
+STAGES = (
+    "data",
+    "teacher",
+    "single-stage student",
+    "label-only student",
+    "two-stage student",
+    "evaluation",
+    "export",
+    "report",
+)
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message names it and says what was kept."""
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of ``ladeda pipeline``. Defaults finish within about 10 minutes on a 2-core CPU (toy data).
+
+    Training lengths are shorter than the seed's CLI defaults (50 single-stage epochs, 5 + 20 two-stage
+    epochs) so that the whole path fits a laptop coffee break; the commands ``ladeda train-student`` and
+    ``ladeda train-student-two-stage`` run the full schedules.
+    """
+
+    data: str | Path | None = None  # dataset root (any detected layout); None = the toy set
+    output: str | Path | None = None  # None = runs/pipeline under the project root
+    force: bool = False
+    seed: int = 0
+    device: str = "auto"
+    teacher: str = "auto"  # "auto": published, else the shipped toy teacher on the toy data; "train": always train
+    teacher_width: int = 16
+    teacher_epochs: int = 14
+    teacher_crops_per_image: int = 8
+    student_epochs: int = 8
+    student_batch_size: int = 32
+    epochs_s1: int = 2
+    epochs_s2: int = 4
+    two_stage_batch_size: int = 16
+    quantization: str = "all"
+    representative_count: int = 100  # training images the int8 file takes its activation ranges from
+    latency_runs: int = 30
+    heatmap_examples: int = 3
+    progress: bool = True
+    # Training-time augmentation of both students (AugmentConfig.parse: "off", "on" or key=value overrides).
+    augment: str = "off"
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output is not None else project_root() / "runs" / "pipeline"
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced: the report, the metrics and where every artifact is."""
+
+    output: Path
+    report: Path
+    metrics: dict[str, Any]
+    artifacts: dict[str, Path]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _say(cfg: PipelineConfig, text: str) -> None:
+    if cfg.progress:
+        print(text, flush=True)
+
+
+def _fresh(path: Path, cfg: PipelineConfig) -> bool:
+    """True when the stage must (re)build ``path``: it is missing, or --force asked for a rebuild."""
+    return cfg.force or not path.exists()
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+class _Run:
+    """Runs the stages in order, timing each and turning a failure into a :class:`PipelineError`."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.out = cfg.resolved_output()
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        number = STAGES.index(name) + 1
+        _say(self.cfg, f"\n[{number}/{len(STAGES)}] {name}")
+        start = time.perf_counter()
+        try:
+            value = fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+            raise PipelineError(
+                f"stage {number}/{len(STAGES)} '{name}' failed: {type(err).__name__}: {err}\n"
+                f"Artifacts of the earlier stages are kept in {self.out}; fix the cause and rerun "
+                f"(finished stages are reused)."
+            ) from err
+        self.timings[name] = time.perf_counter() - start
+        _say(self.cfg, f"    done in {self.timings[name]:.1f} s")
+        return value
+
+
+def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
+    """Run the whole path and write ``OUTPUT/report.md``. See :class:`PipelineConfig` for the settings."""
+    from ladeda_lib.checkpoints import load_checkpoint
+    from ladeda_lib.data import resolve_dataset
+    from ladeda_lib.data.augment import AugmentConfig
+    from ladeda_lib.distill import (
+        StudentTrainConfig,
+        TeacherTrainConfig,
+        TwoStageTrainConfig,
+        load_training_data,
+        train_student,
+        train_student_two_stage,
+        train_teacher,
+    )
+
+    cfg = config or PipelineConfig()
+    AugmentConfig.parse(cfg.augment)  # a bad --augment fails now, not after the teacher has trained
+    run = _Run(cfg)
+    out = run.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    cache = out / "cache"
+    artifacts: dict[str, Path] = {}
+
+    # 1. data ------------------------------------------------------------------------------------------
+    def data_stage():
+        index = resolve_dataset(cfg.data, progress=cfg.progress)
+        _say(cfg, index.summary())
+        training = load_training_data(index, cache_dir=cache, progress=cfg.progress)
+        if training.note:
+            run.notes.append(training.note)
+        return index, training
+
+    index, training = run.stage("data", data_stage)
+
+    # 2. teacher ---------------------------------------------------------------------------------------
+    def teacher_stage():
+        from ladeda_lib.distill.teacher import COMPACT_TEACHER, default_teacher_path
+        from ladeda_lib.paths import weights_dir
+        from ladeda_lib.registry import get_entry
+
+        found = default_teacher_path(cfg.data) if cfg.teacher == "auto" else None
+        # a compact teacher in weights/ may have been trained on other data: the pipeline trains its own instead
+        if found is not None and found != weights_dir() / COMPACT_TEACHER:
+            ckpt = load_checkpoint(found, expected="LaDeDa")
+            if ckpt.published:
+                run.notes.append(f"teacher: the published LaDeDa from {found}")
+            else:
+                shipped = get_entry("toy-teacher")
+                run.notes.append(
+                    f"teacher: the compact LaDeDa the project ships for the default toy data ({found.name}; "
+                    f"`{shipped.command}`)"
+                )
+            return ckpt
+        path = out / "teacher_compact.pt"
+        if _fresh(path, cfg):
+            _clear(out / "teacher_compact_run")
+            tcfg = TeacherTrainConfig(
+                output=path,
+                width=cfg.teacher_width,
+                epochs=cfg.teacher_epochs,
+                crops_per_image=cfg.teacher_crops_per_image,
+                seed=cfg.seed,
+                device=cfg.device,
+                cache_dir=cache,
+            )
+            ckpt = train_teacher(tcfg, data=training, progress=cfg.progress)
+            run.notes.append(
+                f"teacher: compact LaDeDa (width {cfg.teacher_width}) trained on this data for "
+                f"{cfg.teacher_epochs} epoch(s)"
+            )
+        else:
+            ckpt = load_checkpoint(path, expected="LaDeDa")
+            run.notes.append(f"teacher: compact LaDeDa trained on this data, reused from {path}")
+        return ckpt
+
+    teacher = run.stage("teacher", teacher_stage)
+    teacher.model.freeze()
+    artifacts["teacher"] = teacher.path
+
+    # 3. the students: each trained into its own folder, skipped when its final checkpoint is there --------------
+    common = {"seed": cfg.seed, "device": cfg.device, "cache_dir": cache, "augment": AugmentConfig.parse(cfg.augment)}
+
+    def trained(folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False):
+        folder = out / folder_name
+        final = folder / "student_final.pt"
+        if _fresh(final, cfg) or stale(final):
+            _clear(folder)
+            train(folder)
+        return final
+
+    # single-stage (the teacher targets are computed and cached on the way)
+    def single_stage(folder: Path) -> None:
+        scfg = StudentTrainConfig(
+            output=folder, teacher=teacher.path, epochs=cfg.student_epochs, batch_size=cfg.student_batch_size, **common
+        )
+        train_student(scfg, teacher=teacher, data=training, progress=cfg.progress)
+
+    artifacts["single_stage"] = run.stage("single-stage student", lambda: trained("single_stage", single_stage))
+
+    # the baseline: the same student, same epochs, labels only (no teacher)
+    def label_only(folder: Path) -> None:
+        scfg = StudentTrainConfig(
+            output=folder,
+            epochs=cfg.student_epochs,
+            batch_size=cfg.student_batch_size,
+            alpha_distill=0.0,
+            alpha_task=1.0,
+            **common,
+        )
+        train_student(scfg, data=training, progress=cfg.progress)
+
+    artifacts["label_only"] = run.stage("label-only student", lambda: trained("label_only", label_only))
+
+    # two-stage, from the single-stage student (retrained when that one is newer)
+    def two_stage(folder: Path) -> None:
+        tcfg = TwoStageTrainConfig(
+            output=folder,
+            teacher=teacher.path,
+            init=artifacts["single_stage"],
+            epochs_s1=cfg.epochs_s1,
+            epochs_s2=cfg.epochs_s2,
+            batch_size=cfg.two_stage_batch_size,
+            **common,
+        )
+        train_student_two_stage(tcfg, teacher=teacher, data=training, progress=cfg.progress)
+
+    def older_than_single_stage(final: Path) -> bool:
+        return final.stat().st_mtime < artifacts["single_stage"].stat().st_mtime
+
+    artifacts["two_stage"] = run.stage(
+        "two-stage student", lambda: trained("two_stage", two_stage, older_than_single_stage)
+    )
+
+    # 5. evaluation ----------------------------------------------------------------------------------------
+    def evaluation_stage():
+        from ladeda_lib.evaluation import evaluate_model
+
+        models = {
+            "teacher": teacher.model,
+            "label-only student": load_checkpoint(artifacts["label_only"]).model,
+            "single-stage student": load_checkpoint(artifacts["single_stage"]).model,
+            "two-stage student": load_checkpoint(artifacts["two_stage"]).model,
+        }
+        return {
+            name: evaluate_model(model, index, cache_dir=cache, progress=cfg.progress, keep_scores=True)
+            for name, model in models.items()
+        }
+
+    metrics = run.stage("evaluation", evaluation_stage)
+
+    # 6. export ----------------------------------------------------------------------------------------------
+    def export_stage():
+        from ladeda_lib.export import export_model, load_export_images
+
+        folder = out / "export"
+        summary = folder / "student_verification.json"
+        student_path = artifacts["two_stage"]
+        if not _fresh(summary, cfg) and summary.stat().st_mtime >= student_path.stat().st_mtime:
+            run.notes.append(f"exports reused from {folder}")
+            stored = json.loads(summary.read_text())
+            if not stored.get("passed", True):
+                failed = [f["format"] for f in stored.get("formats", []) if not f.get("passed", True)]
+                run.notes.append("verification FAILED for " + ", ".join(failed) + " (see the export table)")
+            return stored, sorted(folder.glob("student*.tflite")), folder / "student.onnx"
+        _clear(folder)
+        representative, eval_images, eval_labels = load_export_images(
+            index.root, representative_count=cfg.representative_count, seed=cfg.seed, progress=cfg.progress
+        )
+        student = load_checkpoint(student_path).model
+        result = export_model(
+            student,
+            folder / "student.tflite",
+            quantization=cfg.quantization,
+            representative_images=representative,
+            eval_images=eval_images,
+            eval_labels=eval_labels,
+            latency_runs=cfg.latency_runs,
+            # the thread count the report's header states, for every backend (LiteRT's default is fewer)
+            threads=torch.get_num_threads(),
+            progress=cfg.progress,
+        )
+        _say(cfg, result.report.to_markdown())
+        if not result.report.passed:
+            # The files exist and every other stage can go on; the report lists the failed checks at the top.
+            run.notes.append("verification FAILED: " + "; ".join(result.report.failures))
+            _say(cfg, "WARNING: some exported files failed verification; see the report")
+        return result.report.to_dict(), sorted(result.tflite.values()), result.onnx
+
+    verification, tflite_files, onnx_file = run.stage("export", export_stage)
+    artifacts["onnx"] = onnx_file
+    for path in tflite_files:
+        artifacts[path.stem] = path
+
+    # 7. report ------------------------------------------------------------------------------------------------
+    def report_stage():
+        from ladeda_lib.pipeline.report import write_report
+        from ladeda_lib.robustness import deployment_table
+
+        exported = evaluate_exported(index, [onnx_file, *tflite_files], cache, cfg.progress)
+        deployed = next((p for p in tflite_files if p.stem.endswith("float32")), None)
+        robustness = None
+        if deployed is not None:
+            _, table = deployment_table(deployed, index, cache_dir=cache, progress=False)
+            robustness = (deployed.name, table)
+        return write_report(
+            out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes, robustness
+        )
+
+    report = run.stage("report", report_stage)
+    total = sum(run.timings.values())
+    _say(cfg, f"\npipeline finished in {total:.0f} s; report: {report}")
+    all_metrics = {"models": metrics, "verification": verification}
+    return PipelineResult(out, report, all_metrics, artifacts, run.timings, run.notes)
+
+
+def evaluate_exported(index: Any, files: list[Path], cache: Path, progress: bool) -> dict[str, dict[str, Any]]:
+    """Metrics per split/platform of each exported file (``evaluate_model`` runs any format)."""
+    from ladeda_lib.evaluation import evaluate_model
+
+    results: dict[str, dict[str, Any]] = {}
+    for path in files:
+        report = evaluate_model(path, index, cache_dir=cache, progress=False, localisation=False)
+        results[path.name] = report["groups"]
+        if progress:
+            print(f"    scored {path.name}")
+    return results
