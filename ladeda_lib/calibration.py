@@ -11,7 +11,7 @@ classes and make the probabilities mean what they say.
 * :func:`calibrate_checkpoint` — ``ladeda calibrate``: score a split with any model file, fit, write a
   checkpoint that records what it was fitted on (exports carry it into the graph).
 
-Introduced in notebook 06.
+Introduced in notebook 07.
 """
 
 from __future__ import annotations

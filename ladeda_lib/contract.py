@@ -12,7 +12,7 @@ guessing it (:func:`sidecar_geometry`).
   names.)
 * :func:`sigmoid` turns a logit into p(fake), the one formula every report uses.
 
-Introduced in notebooks 06 and 07.
+Introduced in notebooks 06 and 08.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ state_dict, an ``.onnx`` file (onnxruntime) or a ``.tflite`` file (LiteRT) — b
   patch geometry (:attr:`Predictor.geometry`) and the decision calibration baked into the graph.
 * A model that carries a :class:`~ladeda_lib.contract.DecisionCalibration` gives calibrated logits.
 
-Introduced in notebooks 06 and 07.
+Introduced in notebooks 06 and 08.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Like torchvision's weight enums, one table answers "what is this file and where 
 * ``toy-teacher-robust`` — the same compact teacher trained with the platform augmentation (24 epochs): the
   teacher of consistent distillation, shipped the same way.
 * ``toy-student-plain``, ``toy-student-augmented`` — two Tiny-LaDeDa students (13 KB each) shipped the same
-  way: one command, 80 epochs on the labels, once without and once with ``--augment``. Notebook 08 loads
+  way: one command, 80 epochs on the labels, once without and once with ``--augment``. Notebook 09 loads
   them to show what training-time augmentation does to the platform gap at a budget the notebook cannot
   spend; a test checks their hashes and that they still reach their recorded AP per test platform.
 * ``WildRF_LaDeDa``, ``WildRF_Tiny_LaDeDa``, ``ForenSynth_Tiny_LaDeDa`` — the published checkpoints (bare
@@ -171,7 +171,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             },
             notes=(
                 "Tiny-LaDeDa trained on the labels alone for 80 epochs, without augmentation: the equal-budget "
-                "baseline of toy-student-augmented (notebook 08). Its reddit-facebook gap is 0.258."
+                "baseline of toy-student-augmented (notebook 09). Its reddit-facebook gap is 0.258."
             ),
         ),
         WeightsEntry(

@@ -12,11 +12,11 @@ a checkpoint, a published state_dict, an ``.onnx`` or a ``.tflite`` file — thr
 * :func:`run_sweep` — one model, one list of settings → :class:`SweepResult`; ``tta`` averages each score
   over degraded copies (:func:`ladeda_lib.data.degrade.tta_chains`).
 * :func:`write_outputs` — ``robustness.md``, ``robustness.json``, ``robustness.png``.
-* :func:`plot_sweeps` — the curves of several models on one figure (notebook 08).
+* :func:`plot_sweeps` — the curves of several models on one figure (notebook 09).
 * :func:`deployment_table` — the small table (JPEG 50, rescale 0.5) the pipeline report shows for the
   deployed file.
 
-Everything is deterministic: the degradations draw no random numbers. Introduced in notebook 08.
+Everything is deterministic: the degradations draw no random numbers. Introduced in notebook 09.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def load_scorer(model: Any, batch_size: int = 16) -> tuple[ScoreFn, str]:
 def tta_score(score: ScoreFn, images: torch.Tensor, n: int) -> np.ndarray:
     """Test-time augmentation: the mean logit over the first ``n`` copies of :data:`~ladeda_lib.data.degrade.TTA_CHAINS`.
 
-    uint8 (N, 3, S, S) → (N,) logits; ``n = 1`` is the plain score. Works behind notebook 08.
+    uint8 (N, 3, S, S) → (N,) logits; ``n = 1`` is the plain score. Works behind notebook 09.
     """
     chains = tta_chains(n)
     if len(chains) == 1:
@@ -246,7 +246,7 @@ def run_sweep(
     Returns:
         :class:`SweepResult` with one row per setting: ``ap``, ``auc``, ``accuracy`` (threshold on the
         probability), ``flip_rate`` (share of images whose decision differs from the first setting's).
-    Introduced in notebook 08.
+    Introduced in notebook 09.
     """
     from tqdm.auto import tqdm
 
@@ -319,7 +319,7 @@ def plot_sweeps(results: dict[str, SweepResult], metric: str = "ap", path: str |
     """The sweep curves of several models on one figure: one panel per family (JPEG, rescale, blur) plus a
     panel of bars for the crop and platform settings. Each model's clean value is a dashed line.
 
-    Returns the matplotlib figure (saved to ``path`` when given). Introduced in notebook 08.
+    Returns the matplotlib figure (saved to ``path`` when given). Introduced in notebook 09.
     """
     import matplotlib.pyplot as plt
 
@@ -380,7 +380,7 @@ def deployment_table(
     """The pipeline report's small robustness table for the deployed file: clean, JPEG 50, rescale 0.5.
 
     Returns the :class:`SweepResult` and a Markdown table (setting, AP, accuracy, flips). Introduced in
-    notebook 08.
+    notebook 09.
     """
     settings = [
         Setting("clean", (), None, "clean"),

@@ -6,7 +6,7 @@
 * :func:`measure_latency_ms` is the latency rule used by verification, the pipeline and the benchmarks:
   batch-1 calls in consecutive blocks, the median of the quietest block.
 
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -71,6 +71,6 @@ def measure_latency_ms(fn: Callable[[], Any], runs: int = 30, warmup: int = 3, b
 
     On a shared machine a burst of outside load can slow a whole stretch of calls (measured: onnxruntime 7 ms
     instead of 2.3 ms in one of three identical runs); the quietest block's median is the closest to what the
-    backend itself costs, and equals the plain median when nothing interferes. Works behind notebook 07.
+    backend itself costs, and equals the plain median when nothing interferes. Works behind notebook 08.
     """
     return quietest_block_median(latency_samples_ms(fn, runs, warmup), blocks)

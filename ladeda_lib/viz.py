@@ -287,7 +287,7 @@ class HeatmapExplorer:
         display_size: longest side of the drawn image in pixels (rendering speed).
 
     Display it by leaving it as the last expression of a cell (or ``display(explorer.widget)``).
-    Introduced in notebook 06.
+    Introduced in notebook 07.
     """
 
     def __init__(

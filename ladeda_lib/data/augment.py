@@ -15,7 +15,7 @@ through the shared input geometry.
   workers fetch. Every other key of the batch (labels, the teacher's patch targets) is left as it was:
   a student is taught to give on the *degraded* image the patch map the teacher gives on the *clean* one.
 
-Introduced in notebook 08.
+Introduced in notebook 09.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     geometry), JPEG with probability ``p_jpeg`` (integer quality uniform in ``jpeg_quality``). The same
     number of values is drawn from ``generator`` for every image whatever the coin flips give, so the same
     generator state always gives the same batch. A disabled config returns ``images`` itself.
-    Introduced in notebook 08.
+    Introduced in notebook 09.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"augment_batch expects uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -185,7 +185,7 @@ class AugmentedTask:
     plan; ``fetch`` calls the wrapped ``fetch(spec)`` and replaces ``batch["images"]`` by
     :func:`augment_batch` with ``torch.Generator().manual_seed(seed)``. All other batch entries are untouched:
     for distillation the teacher's patch targets stay those of the clean image. Use :func:`with_augmentation`
-    to wrap only when the config is enabled. Works behind notebook 08.
+    to wrap only when the config is enabled. Works behind notebook 09.
     """
 
     def __init__(self, task: Any, config: AugmentConfig) -> None:
@@ -210,7 +210,7 @@ class AugmentedTask:
 
 def with_augmentation(task: Any, config: AugmentConfig | None) -> Any:
     """``task`` itself when ``config`` is None or off (the batch stream is bit-identical), else an
-    :class:`AugmentedTask`. Works behind notebook 08."""
+    :class:`AugmentedTask`. Works behind notebook 09."""
     if config is None or not config.enabled:
         return task
     return AugmentedTask(task, config)

@@ -14,7 +14,7 @@ randomness, so the same input always gives the same output.
   :func:`to_input_size`, e.g. the platform chains ``rescale 0.5 → JPEG 65`` that the toy platforms
   (and real networks) apply. :func:`platform_chain` builds one from a toy :class:`PlatformStyle`.
 
-Introduced in notebook 08.
+Introduced in notebook 09.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode as JPEG at ``quality`` and decode again: uint8 (3, H, W) or (N, 3, H, W) → same shape.
 
     PIL (libjpeg) with its default 4:2:0 chroma subsampling, the encoder the toy platforms use.
-    Deterministic. Introduced in notebook 08.
+    Deterministic. Introduced in notebook 09.
     """
     _check_uint8(image, "jpeg")
     quality = int(quality)
@@ -91,7 +91,7 @@ def rescale(image: torch.Tensor, factor: float) -> torch.Tensor:
     ``h = max(8, round(H * factor))`` (same for ``w``); ``factor = 1`` returns the image unchanged. The
     result is *smaller*: pass it through :func:`to_input_size` (or end a chain with :func:`apply_chain`) to
     return it to the model's input size through the shared geometry. Batches (N, 3, H, W) work too.
-    Introduced in notebook 08.
+    Introduced in notebook 09.
     """
     _check_uint8(image, "rescale")
     factor = float(factor)
@@ -110,7 +110,7 @@ def rescale(image: torch.Tensor, factor: float) -> torch.Tensor:
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur with standard deviation ``sigma`` pixels (kernel ``2·ceil(3σ) + 1``, reflect padding).
 
-    uint8 (3, H, W) or (N, 3, H, W) → same shape; ``sigma = 0`` returns a copy. Introduced in notebook 08.
+    uint8 (3, H, W) or (N, 3, H, W) → same shape; ``sigma = 0`` returns a copy. Introduced in notebook 09.
     """
     _check_uint8(image, "gaussian_blur")
     sigma = float(sigma)
@@ -130,7 +130,7 @@ def to_input_size(
 
     Uses :func:`~ladeda_lib.data.images.resize_to_uint8` (bicubic, antialiased, whole image to a square), the
     same arithmetic every image file goes through; ``size`` overrides the geometry's side (e.g. a 64-pixel
-    training crop). Batches (N, 3, h, w) → (N, 3, S, S). Works behind notebook 08.
+    training crop). Batches (N, 3, h, w) → (N, 3, S, S). Works behind notebook 09.
     """
     _check_uint8(image, "to_input_size")
     geom = geometry if size is None else replace(geometry, image_size=int(size))
@@ -147,7 +147,7 @@ def center_crop(image: torch.Tensor, geometry: InputGeometry = INPUT_GEOMETRY) -
     The shorter side is resized to S (bicubic, antialiased; the aspect ratio is kept), then the central
     S×S square is cut out — torchvision's ``Resize(S)`` + ``CenterCrop(S)``. The project's own input path
     squashes the whole image to S×S instead (:func:`~ladeda_lib.data.images.resize_to_uint8`); a square image
-    gives the same result both ways. Introduced in notebook 08.
+    gives the same result both ways. Introduced in notebook 09.
     """
     _check_uint8(image, "center_crop")
     s = geometry.image_size
@@ -207,7 +207,7 @@ def apply_chain(
     """Apply the steps of ``chain`` left to right, then return to the input size through the shared geometry.
 
     uint8 (N, 3, H, W) or (3, H, W) → (N, 3, S, S) / (3, S, S), S = ``size`` or the geometry's 256. An empty
-    chain only resizes (a 256×256 input comes back unchanged). Deterministic. Introduced in notebook 08.
+    chain only resizes (a 256×256 input comes back unchanged). Deterministic. Introduced in notebook 09.
     """
     _check_uint8(images, "apply_chain")
     x = images
@@ -260,7 +260,7 @@ TTA_CHAINS: tuple[tuple[Degradation, ...], ...] = (
 
 
 def tta_chains(n: int) -> tuple[tuple[Degradation, ...], ...]:
-    """The first ``n`` of :data:`TTA_CHAINS` (1 = the image alone). Works behind notebook 08."""
+    """The first ``n`` of :data:`TTA_CHAINS` (1 = the image alone). Works behind notebook 09."""
     if not 1 <= int(n) <= len(TTA_CHAINS):
         raise ValueError(f"--tta must lie in [1, {len(TTA_CHAINS)}] copies, got {n}")
     return TTA_CHAINS[: int(n)]

@@ -61,7 +61,7 @@ FIELD_HELP = {
     "uses the teacher's maps of all of them",
     "augment": "training-time blur/rescale/JPEG (default off). Bare --augment = the platform preset: every image "
     "rescaled x0.45-1, then JPEG 60-95; or key=value overrides, ranges low:high, e.g. p_jpeg=0.8,jpeg_quality=30:90. "
-    "It pays with labels and a long run: --alpha-distill 0 --alpha-task 1 --epochs 80 (notebook 08)",
+    "It pays with labels and a long run: --alpha-distill 0 --alpha-task 1 --epochs 80 (notebook 09)",
 }
 
 _SCALARS = (bool, int, float, str)

@@ -71,7 +71,7 @@ class TeacherTrainConfig(RunOptions):
     # Save the epoch with the highest validation AP (ties: lower validation loss), not simply the last one:
     # the AP of a short run swings by several points from epoch to epoch.
     keep_best: bool = True
-    # Training-time degradations (blur / rescale / JPEG) of the crops; off by default (see notebook 08).
+    # Training-time degradations (blur / rescale / JPEG) of the crops; off by default (see notebook 09).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_output(self) -> Path:

@@ -118,7 +118,7 @@ def train_teacher(
     data = data or load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
     stride = teacher.geometry().stride
     task = TeacherTask(data, cfg.crop_size, cfg.crops_per_image, stride, eval_batch_size=cfg.batch_size, device=device)
-    task = with_augmentation(task, cfg.augment)  # degrades the training crops when cfg.augment is on (notebook 08)
+    task = with_augmentation(task, cfg.augment)  # degrades the training crops when cfg.augment is on (notebook 09)
     start = time.perf_counter()
     metadata = {"kind": "teacher", "config": cfg.to_dict(), "data": data.describe()}
     result: TrainResult = fit(

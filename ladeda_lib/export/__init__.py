@@ -11,7 +11,7 @@
 
 The files run through :mod:`ladeda_lib.predictors` (``load_predictor(path)(x) -> (logit, patches)``).
 Heavy libraries (onnx, onnxruntime, onnx2tf/TensorFlow, LiteRT) are imported only when used.
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from ladeda_lib.export.chain import QUANTIZATION_CHOICES, ExportResult, export_model, load_export_images

@@ -1,7 +1,7 @@
 """The whole chain in one call: PyTorch → ONNX → TFLite (one or all formats) → verification report.
 
 ``ladeda export`` is a thin shell around :func:`export_model`; notebooks and the project pipeline call it
-directly. Introduced in notebook 07.
+directly. Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def export_model(
         fuse: export Tiny-LaDeDa as the deployed graph (``conv1``, ``conv2`` and ``bn1`` as one convolution,
             column pairs, a pre-sorted top-K; identical outputs to ~1e-6, about half the time in LiteRT; see
             :mod:`ladeda_lib.export.column_pairs`).
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
     output = Path(output)
     if output.suffix != ".tflite":

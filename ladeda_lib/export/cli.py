@@ -1,6 +1,6 @@
 """``ladeda export``: checkpoint → ONNX → TFLite (quantized) → verification table, in one command.
 
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The one exception type of the export package.
 
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations

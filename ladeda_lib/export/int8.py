@@ -4,7 +4,7 @@
 input it converts the :class:`~ladeda_lib.graphs.pixel_input.PixelInputStudent` with and without channel
 equalization, and the factorised graph, and keeps the one closest to float on the representative images
 (:data:`INT8_CANDIDATES`); other models get the factorised graph. The graphs themselves live in
-:mod:`ladeda_lib.graphs`; ``benchmarks/int8_study.py`` measures every piece. Introduced in notebook 07.
+:mod:`ladeda_lib.graphs`; ``benchmarks/int8_study.py`` measures every piece. Introduced in notebook 08.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ ReduceMean into a Flex op the LiteRT interpreter cannot run, and the dynamo expo
 Top-K pooling exports as an ONNX ``TopK`` whose K is a ``Constant`` node. That is the form onnx2tf 1.28
 converts: when K is an *initializer* (what onnx-simplifier produces) its TopK converter calls ``int()`` on
 a 1-element array, which NumPy ≥ 2.4 refuses. :func:`topk_k_as_constant_nodes` rewrites such graphs.
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def export_onnx(
         input size, decision calibration) is written next to it.
 
     Returns:
-        ``path``. Introduced in notebook 07.
+        ``path``. Introduced in notebook 08.
     """
     import onnx
 
@@ -197,7 +197,7 @@ def topk_k_as_constant_nodes(onnx_model: object) -> int:
 
     onnx2tf 1.28 reads an initializer K with ``int(array_of_shape_(1,))``, which raises ``TypeError`` under
     NumPy ≥ 2.4; a K produced by a ``Constant`` node is converted through TensorFlow and works. The graph
-    computes exactly the same thing. Works behind notebook 07.
+    computes exactly the same thing. Works behind notebook 08.
     """
     from onnx import helper
 

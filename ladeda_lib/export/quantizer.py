@@ -7,7 +7,7 @@ the weight error per layer, and its predictions can be compared with the TFLite 
 
 One difference to keep in mind: TFLite leaves tensors with fewer than 1,024 weights in float. Every
 Tiny-LaDeDa tensor is that small (the largest holds 576 weights), so its dynamic-range file is float in all
-but name; ``min_elements=1024`` reproduces that rule here. Introduced in notebook 07.
+but name; ``min_elements=1024`` reproduces that rule here. Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class DynamicRangeQuantizer:
         per_channel: one scale per output channel (True, as TFLite) or one per tensor.
         min_elements: leave smaller tensors in float (TFLite's dynamic-range rule is 1024).
         fold_bn: fold BatchNorm into the preceding convolution first, as the TFLite converter does.
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
 
     def __init__(self, bits: int = 8, per_channel: bool = True, min_elements: int = 0, fold_bn: bool = False) -> None:

@@ -14,7 +14,7 @@ Three habits of onnx2tf are tamed here:
 
 Full int8 ("int8") quantizes weights *and* activations, input and output included, so it needs
 representative inputs: real training images through the same preprocessing (uint8 (N, 3, 256, 256) is
-normalised here with the shared :data:`~ladeda_lib.geometry.INPUT_GEOMETRY`). Introduced in notebook 07.
+normalised here with the shared :data:`~ladeda_lib.geometry.INPUT_GEOMETRY`). Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def convert_to_tflite(
     Raises:
         ExportError: unknown format, int8 without representative images, images of the wrong shape, failed
             conversion.
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():

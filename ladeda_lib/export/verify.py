@@ -6,7 +6,7 @@ images (max and mean |Δ logit|, decision agreement at the threshold, patch-map 
 accuracy and AP when labels are given; file size; batch-1 latency (median of the quietest of three blocks).
 Each format is checked against a :class:`Tolerances`; the report is a Markdown table and a JSON file next to
 the models.
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def verify_exports(
 
     Returns:
         a :class:`VerificationReport`; ``report.passed`` is False when any check failed.
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
     tol = tolerances or Tolerances()
     x = normalised_images(images)
@@ -294,7 +294,7 @@ def compare_with_pytorch_quantizer(
 ) -> dict[str, float]:
     """Max |Δ logit| between :class:`DynamicRangeQuantizer`'s model, the float model and a TFLite
     dynamic-range file on ``images`` — what quantizing the weights does, seen from both sides.
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
     from ladeda_lib.export.quantizer import DynamicRangeQuantizer
 

@@ -11,7 +11,7 @@ Every graph computes what the trained model computes (checked when built, :func:
   stem, head on its grid, biases corrected for rounding);
 * :mod:`~ladeda_lib.graphs.equalize` — cross-layer channel equalization.
 
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from ladeda_lib.graphs.column_pairs import ColumnPairTinyLaDeDa, deployable_student

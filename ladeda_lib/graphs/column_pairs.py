@@ -20,7 +20,7 @@ Two rewrites, both exact (the same outputs up to float rounding; checked when th
 
 :func:`deployable_student` builds this graph for ``ladeda export`` (the float files) and falls back to
 :class:`~ladeda_lib.graphs.fused.FusedTinyLaDeDa` where it does not apply (an odd input width).
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A full-int8 file quantizes each activation tensor with *one* step for all its channels; ReLU is
 positive-homogeneous, so each channel can be rescaled and the next layer's weights on it divided by the same
 factor (Nagel et al. 2019). :func:`equalize_channels` does it for a Tiny-LaDeDa; :func:`equalize_pairs` for any
-chain of (producer, consumer) layers (the pixel-input graph uses it too). Introduced in notebook 07.
+chain of (producer, consumer) layers (the pixel-input graph uses it too). Introduced in notebook 08.
 """
 
 from __future__ import annotations

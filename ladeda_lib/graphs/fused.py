@@ -9,7 +9,7 @@
   only about 7 % faster, so this path keeps the plain fused stem).
 * :func:`check_same` is the check every rewritten graph passes: the same patch logits as the model on a probe.
 
-Introduced in notebook 07.
+Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def stem_kernel(model: TinyLaDeDa, with_filter: bool = True) -> tuple[torch.Tens
     fixed 3×3 filter ("same" padding) a 5×5 kernel over the input padded by 1; with ``"raw"`` (or
     ``with_filter=False``: ``conv1`` · ``conv2`` · ``bn1`` alone, applied after the filter) a 3×3 kernel without
     padding. Returns ``(weight (8, 3, k, k), bias (8,), padding)``, computed in float64.
-    Works behind notebook 07.
+    Works behind notebook 08.
     """
     if isinstance(model.preprocess, FixedFilter) and with_filter:
         pre, size, padding = model.preprocess.kernel.double(), 5, 1
@@ -116,7 +116,7 @@ class FusedTinyLaDeDa(PatchDetector):
 
     Same outputs as the model it was built from (to about 1e-6 relative), (B, 3, H, W) → (B, 1, h, w) patch
     logits and (B, 1) image logits; the exported graph and the optimised PyTorch path both use it.
-    Works behind notebook 07.
+    Works behind notebook 08.
     """
 
     arch = "TinyLaDeDa"

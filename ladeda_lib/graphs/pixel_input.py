@@ -8,7 +8,7 @@ image logit — the mean of thousands of such patch logits, a few units from the
 by the model. :class:`PixelInputStudent` is the graph :func:`ladeda_lib.export.int8.convert_int8` converts for
 Tiny-LaDeDa with a fixed filter or raw input: pixel input, zero-sum pre-rounded stem (:func:`zero_sum_round`),
 mean pooling and head as one convolution, the head's weights on their grid (:func:`snap_to_grid`), biases
-corrected for rounding. ``benchmarks/int8_study.md`` measures every piece. Introduced in notebook 07.
+corrected for rounding. ``benchmarks/int8_study.md`` measures every piece. Introduced in notebook 08.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def zero_sum_round(weight: torch.Tensor, zero_sum: bool = True) -> tuple[torch.T
         zero_sum: restore each (out, in) kernel's sum (in steps) after rounding.
     Returns:
         (integer taps (O, C, k, k) float64 in [-127, 127], scale (O,) float64); ``taps · scale`` is the
-        rounded kernel. Works behind notebook 07.
+        rounded kernel. Works behind notebook 08.
     """
     w = weight.detach().double()
     scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-30) / 127.0
@@ -160,7 +160,7 @@ class PixelInputStudent(nn.Module):
     * mean pooling ("all", the published files): ``logit = fc(mean of features)`` — the same number in float,
       and the int8 file never rounds the large patch-logit tensor on the way to the decision; top-K students
       pool the patch map.
-    Introduced in notebook 07.
+    Introduced in notebook 08.
     """
 
     def __init__(
@@ -345,7 +345,7 @@ def normalised_to_pixels(x: np.ndarray) -> np.ndarray:
 
     Inverts the shared normalisation (:data:`~ladeda_lib.geometry.INPUT_GEOMETRY`) and rounds to whole grey
     levels: exact for images that came from uint8, which is what the pixel-input int8 file expects
-    (:data:`~ladeda_lib.contract.PIXEL_INPUT_NAME`). Works behind notebook 07.
+    (:data:`~ladeda_lib.contract.PIXEL_INPUT_NAME`). Works behind notebook 08.
     """
     mean = np.asarray(INPUT_GEOMETRY.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(INPUT_GEOMETRY.std, np.float32).reshape(1, 3, 1, 1)
