@@ -128,10 +128,5 @@ def test_no_private_name_is_imported_from_another_module() -> None:
 
 
 def test_no_module_is_longer_than_500_lines() -> None:
-    # distill/ is being reshaped separately (issue 28 leaves it to that work); everything else is held to it
-    long = {
-        str(p.relative_to(ROOT)): n
-        for p in ROOT.rglob("*.py")
-        if (n := len(p.read_text().splitlines())) > 500 and p.parent.name != "distill"
-    }
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
     assert not long, long

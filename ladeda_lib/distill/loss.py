@@ -30,7 +30,7 @@ number, ``target_scale`` — the root mean square of the teacher's patch logits 
 puts them on a unit scale: signs (the teacher's patch decisions) and ranking are kept, and both terms
 start at about 1. ``target_clip`` then caps the few extreme patches at ±clip (in those units), so a heavy
 tail cannot dominate the mean either. The student learns the teacher's map on that unit scale; its
-pooled logit is calibrated afterwards (:func:`~ladeda_lib.distill.train.calibrate_offset`).
+pooled logit gets its decision offset afterwards (:func:`~ladeda_lib.distill.offset.fit_decision_offset`).
 
 Label-scarce training. ``labelled`` marks which images of the batch have a label: the BCE term averages
 over those only, while the MSE term uses the teacher's maps for every image — the practical reason to
