@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
-from ladeda_lib.data.layouts import DatasetIndex, detect_dataset, holdout_split
+from ladeda_lib.data.layouts import DatasetIndex, holdout_split, resolve_dataset
 from ladeda_lib.data.tensors import ImageTensors, load_tensors
-from ladeda_lib.data.toy import ensure_toy_dataset
 
 #: Share of a split-less dataset (single folder, CSV without splits) held out for validation.
 HOLDOUT_FRACTION = 0.2
@@ -66,7 +65,7 @@ def load_training_data(
     Without a ``val`` split, :func:`ladeda_lib.data.layouts.holdout_split` holds out a deterministic 20 %
     of ``train`` (and says so in ``note``). Raises ``ValueError`` when there are no training images.
     """
-    index = data if isinstance(data, DatasetIndex) else detect_dataset(ensure_toy_dataset() if data is None else data)
+    index = resolve_dataset(data, progress=progress)
     train, val = index.select(split="train"), index.select(split="val")
     note = ""
     if not train:
