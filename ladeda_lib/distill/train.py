@@ -329,6 +329,7 @@ def train_student(
     Introduced in notebook 04.
     """
     cfg = config or StudentTrainConfig()
+    scheduler = schedule_name(cfg.schedule)  # a bad --schedule fails before any data or teacher is loaded
     prep = prepare_student_run(cfg, teacher, data, progress)
     student = _new_student(cfg)
     if cfg.init is not None:
@@ -345,7 +346,7 @@ def train_student(
         "single",
         cfg.epochs,
         cfg.lr,
-        scheduler=schedule_name(cfg.schedule),
+        scheduler=scheduler,
         warmup_epochs=cfg.lr_warmup_epochs,
         weight_decay=cfg.weight_decay,
     )
