@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -123,3 +124,30 @@ def exported_student(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "representative": representative,
         "folder": folder,
     }
+
+
+def randomise_bn(model: nn.Module, seed: int = 0, var_scale: float = 1.0) -> nn.Module:
+    """``model`` in eval mode with random BatchNorm statistics and affine parameters (folding has work to do)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_((torch.rand(n, generator=g) + 0.5) * var_scale)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return model.eval()
+
+
+def write_audio_only(path: Path) -> Path:
+    """A media file with one AAC audio stream and no video stream (what ``no video stream`` errors are tested on)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return path

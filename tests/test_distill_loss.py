@@ -50,7 +50,9 @@ def test_loss_hand_computed():
 
 def test_distill_gradient_reaches_only_aligned_positions():
     student = torch.zeros(1, 1, 126, 126, requires_grad=True)
-    loss = distillation_loss(student, torch.zeros(1, 1), torch.ones(1, 1, 31, 31), torch.ones(1), alpha_distill=1.0, alpha_task=0.0)
+    loss = distillation_loss(
+        student, torch.zeros(1, 1), torch.ones(1, 1, 31, 31), torch.ones(1), alpha_distill=1.0, alpha_task=0.0
+    )
     loss.total.backward()
     nonzero = student.grad[0, 0].nonzero()
     expected = set((4 * i + 1, 4 * j + 1) for i in range(31) for j in range(31))
@@ -73,7 +75,9 @@ def test_scaled_and_clipped_targets_hand_computed():
     assert scale_targets(teacher, 10.0, clip=4.0)[0, 0, 0, :3].tolist() == [3.0, -4.0, 0.0]
     assert target_scale(torch.tensor([[3.0, 4.0]])) == pytest.approx(math.sqrt(12.5))
     student = torch.zeros(1, 1, 31, 31)  # already on the teacher grid
-    loss = distillation_loss(student, torch.zeros(1, 1), teacher, torch.ones(1), alpha_distill=1.0, alpha_task=0.0, scale=10.0, clip=4.0)
+    loss = distillation_loss(
+        student, torch.zeros(1, 1), teacher, torch.ones(1), alpha_distill=1.0, alpha_task=0.0, scale=10.0, clip=4.0
+    )
     # raw MSE would be (900 + 90000) / 961 = 94.6; scaled and clipped it is (9 + 16) / 961
     assert loss.distill.item() == pytest.approx(25.0 / 961, rel=1e-6)
     with pytest.raises(ValueError, match="positive"):

@@ -2,22 +2,11 @@
 
 import pytest
 import torch
+from conftest import randomise_bn
 from torch import nn
 
 from ladeda_lib.graphs.fused import FusedTinyLaDeDa, fold_batchnorm, fuse_student_stem
 from ladeda_lib.models import LaDeDa, TinyLaDeDa
-
-
-def randomise_bn(model: nn.Module, seed: int = 0, var_scale: float = 1.0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g))
-            m.running_var.copy_((torch.rand(n, generator=g) + 0.5) * var_scale)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g))
-    return model.eval()
 
 
 @pytest.mark.parametrize("preprocess", ["right_diag", "left_diag", "x_grad", "raw"])

@@ -4,6 +4,7 @@ matched by name or shape, the sidecar's geometry and calibration, clear errors."
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_bn
 from torch import nn
 
 from ladeda_lib.checkpoints import save_checkpoint
@@ -18,18 +19,6 @@ from ladeda_lib.predictors import (
     load_predictor,
     patch_to_nchw,
 )
-
-
-def randomise_bn(model: nn.Module, seed: int = 0, var_scale: float = 1.0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g))
-            m.running_var.copy_((torch.rand(n, generator=g) + 0.5) * var_scale)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g))
-    return model.eval()
 
 
 def test_onnx_runner_loops_over_a_batch_and_matches_pytorch(student_onnx):

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import write_audio_only
 
 from ladeda_lib.data.clips import toy_clip_frames, write_video
 from ladeda_lib.inference import InferencePipeline
@@ -162,12 +163,7 @@ def test_unreadable_inputs_raise_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="cannot open as a video"):
         FrameReader(garbage)
     audio = tmp_path / "audio.m4a"
-    with av.open(str(audio), "w") as out:
-        stream = out.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            out.mux(packet)
+    write_audio_only(audio)
     with pytest.raises(VideoError, match="no video stream"):
         FrameReader(audio)
 

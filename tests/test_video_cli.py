@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
+from conftest import write_audio_only
 from test_video import noise_frames
 
 from ladeda_lib.cli import main
@@ -59,12 +59,7 @@ def test_unreadable_videos_fail_cleanly_and_write_nothing(name, clips, tmp_path:
     source = {"garbage": clips["garbage"], "missing": tmp_path / "missing.mp4", "no-stream": clips["still"]}[name]
     if name == "no-stream":  # a PNG renamed .mp4 opens as an image stream in FFmpeg: use audio only instead
         source = tmp_path / "audio.mp4"
-        with av.open(str(source), "w") as out:
-            stream = out.add_stream("aac", rate=8000)
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate = 8000
-            for packet in [*stream.encode(frame), *stream.encode()]:
-                out.mux(packet)
+        write_audio_only(source)
     outputs = tmp_path / "out"
     code = main(
         [
