@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ladeda_lib.checkpoints import load_checkpoint, save_checkpoint
+from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.data.layouts import DatasetIndex
 from ladeda_lib.data.tensors import ImageTensors
 from ladeda_lib.distill import (
@@ -435,3 +437,33 @@ def test_consistent_run_trains_and_records_its_target_mode(tmp_path, data, teach
     log = json.loads(result.log_path.read_text())
     assert log["metadata"]["teacher"]["targets"] == "consistent"
     assert all(r["train_distill"] > 0 for r in result.history)
+
+
+def test_pooling_warmup_pools_every_patch_first_and_k_later(data, teacher):
+    cfg = StudentTrainConfig(alpha_distill=0.0, alpha_task=1.0, pool_warmup_epochs=2)
+    task = train_module.prepare_student_run(cfg, teacher, data, progress=False).task
+    assert task.pool_warmup_epochs == 2
+    torch.manual_seed(0)
+    student = TinyLaDeDa()
+    batch = task.fetch(torch.arange(4))
+    labels = batch["labels"].float()
+    logit, patches = student.forward_with_patches(normalize_uint8(batch["images"]))
+    mean_bce = F.binary_cross_entropy_with_logits(patches.flatten(1).mean(1), labels)
+    topk_bce = F.binary_cross_entropy_with_logits(logit.reshape(-1), labels)
+    assert not torch.isclose(mean_bce, topk_bce)
+    losses = []
+    for epoch in range(3):
+        task.begin_epoch(epoch)
+        losses.append(task.loss(student, batch)["task"])
+    assert torch.isclose(losses[0], mean_bce)  # epoch 1: the mean of all patches
+    assert torch.isclose(losses[2], topk_bce)  # from epoch 3 on: the model's own top-K
+    plain = train_module.prepare_student_run(StudentTrainConfig(alpha_distill=0.0, alpha_task=1.0), teacher, data)
+    task.begin_epoch(0)
+    assert task.validate(student)["loss"] == pytest.approx(plain.task.validate(student)["loss"])  # always K
+
+
+def test_pooling_warmup_run_records_its_setting(tmp_path, data, teacher):
+    result = train_student(_cfg(tmp_path, "pw", pool_warmup_epochs=1), teacher=teacher, data=data, progress=False)
+    log = json.loads(result.log_path.read_text())
+    assert log["metadata"]["config"]["pool_warmup_epochs"] == 1
+    assert load_checkpoint(result.final_path).model.pool.spec == 0.1  # the saved model keeps K

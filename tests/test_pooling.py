@@ -38,3 +38,14 @@ def test_bad_k_is_refused(bad):
 
 def test_default_k_is_shared_by_teacher_and_student():
     assert LaDeDa(width=4).pool.k == TinyLaDeDa().pool.k == DEFAULT_TOPK
+
+
+def test_pooling_warmup_starts_at_the_mean_and_reaches_k():
+    pool = TopKPool(0.1)
+    counts = [pool.warmup(15876, epoch, 3) for epoch in range(5)]
+    assert counts[0] == 15876  # first epoch: every patch
+    assert counts[0] > counts[1] > counts[2] > counts[3]  # then geometrically fewer
+    assert counts[3] == counts[4] == pool.num_selected(15876) == 1588  # K from the last warm-up epoch on
+    assert counts[1] == round(15876 * (1588 / 15876) ** (1 / 3))
+    assert [pool.warmup(15876, e, 0) for e in range(2)] == [1588, 1588]  # no warm-up: K throughout
+    assert TopKPool("all").warmup(100, 0, 3) == 100 and TopKPool(5).warmup(100, 0, 2) == 100

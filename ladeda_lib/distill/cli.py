@@ -48,6 +48,8 @@ FIELD_HELP = {
     "schedule": "learning-rate schedule: constant, cosine, or warmup_cosine (linear warm-up over "
     "--lr-warmup-epochs, then cosine decay to zero, set every step)",
     "lr_warmup_epochs": "warmup_cosine only: epochs of linear learning-rate warm-up",
+    "pool_warmup_epochs": "epochs at the start in which the BCE term pools more patches than K (all of them in the "
+    "first epoch, then geometrically fewer); validation and the saved model use K",
     "epochs_s1": "stage 1 epochs (fc only)",
     "epochs_s2": "stage 2 epochs (layer1 + fc)",
     "warmup_epochs": "epochs of the single-stage warm-up when there is no student to start from",

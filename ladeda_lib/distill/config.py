@@ -46,9 +46,11 @@ class RunOptions:
 class TeacherTrainConfig(RunOptions):
     """``ladeda train-teacher``: the compact LaDeDa teacher, image-level BCE on the pooled logit.
 
-    The teacher is patch-local (9×9 receptive field), so it trains on random ``crop_size`` crops placed on
-    the 8-pixel patch grid (the crop's patches are exactly the full image's patches); validation uses the
-    full 256×256 images. ``output`` is the checkpoint FILE (default ``weights/teacher_compact.pt``); the
+    The teacher is patch-local (receptive field 9×9 in the published layout, 11×11 with the shipped teacher's
+    filter; :meth:`~ladeda_lib.models.base.PatchDetector.geometry` gives it), so it trains on random
+    ``crop_size`` crops placed on the 8-pixel patch grid: inside the crop its patches are the full image's
+    patches, and only the outermost ring, whose filter reaches past the crop, sees zero padding instead.
+    Validation uses the full 256×256 images. ``output`` is the checkpoint FILE (default ``weights/teacher_compact.pt``); the
     run's epoch checkpoints and log go next to it in ``<output stem>_run/``.
     """
 
@@ -135,6 +137,10 @@ class StudentTrainConfig(StudentOptions):
     lr: float = 1e-2
     schedule: str = "constant"
     lr_warmup_epochs: float = 1.0
+    # Pooling warm-up: for this many first epochs the BCE term pools more patches than K (all in the first
+    # epoch, then geometrically fewer; TopKPool.warmup), so every patch gets a gradient while the filters form.
+    # Validation and the saved model always use K.
+    pool_warmup_epochs: int = 0
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"

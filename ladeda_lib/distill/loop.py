@@ -88,6 +88,8 @@ class TrainTask(Protocol):
     def validate(self, model: PatchDetector) -> dict[str, float]:
         """Validation metrics (``loss`` and the loss terms, ``accuracy``, ``ap``, ``auc``, ...)."""
 
+    # Optional: ``begin_epoch(epoch)`` (epoch of the stage, from 0) is called before each training epoch.
+
 
 class _EpochBatches(Dataset):
     def __init__(self, plan: list[Any], fetch: Callable[[Any], dict[str, torch.Tensor]]) -> None:
@@ -402,6 +404,8 @@ def fit(
                     t0 = time.perf_counter()
                     train_mode(model, stage.frozen)
                     plan = task.plan(generator, opts.batch_size)
+                    if hasattr(task, "begin_epoch"):
+                        task.begin_epoch(epoch)
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
                     lr_at = None

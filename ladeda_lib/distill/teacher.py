@@ -5,12 +5,12 @@
 (see :mod:`ladeda_lib.registry`; only when the data is that toy set) and ``weights/teacher_compact.pt``; if
 none fits it trains the compact teacher with :func:`train_teacher`. Whatever it returns is frozen (eval mode, no gradients).
 
-:func:`train_teacher` trains ``LaDeDa(width=16)`` — the published layout and geometry (31×31 patches of
-9×9 pixels at 256×256) at a quarter of the width — with the paper's objective, binary cross-entropy on the
+:func:`train_teacher` trains ``LaDeDa(width=16)`` — the published layout (31×31 patches at 256×256, stride 8,
+9×9 pixels per patch, 11×11 once a preprocessing filter with a reach of one pixel is counted) at a quarter of the width — with the paper's objective, binary cross-entropy on the
 pooled image logit — mean-pooled like the published teacher, so that every patch logit is a per-patch
-real/fake score (the student distils exactly these patch logits). Because every output sees only a 9×9 patch, the teacher trains on random crops
-placed on its 8-pixel patch grid (the crop's patch logits are exactly the full image's patch logits
-there), which costs a fraction of full images; validation uses the full images. Introduced in notebook 01.
+real/fake score (the student distils exactly these patch logits). Because every output sees only a small patch, the teacher trains on random crops
+placed on its 8-pixel patch grid (inside the crop its patch logits are the full image's; the outermost ring,
+whose filter reaches past the crop, sees zero padding), which costs a fraction of full images; validation uses the full images. Introduced in notebook 01.
 """
 
 from __future__ import annotations

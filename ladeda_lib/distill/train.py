@@ -76,6 +76,7 @@ class StudentTask:
         clip: float | None = None,
         labelled: torch.Tensor | None = None,
         teacher: PatchDetector | None = None,
+        pool_warmup_epochs: int = 0,
     ) -> None:
         if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
             raise ValueError("teacher targets and images differ in number; recompute the targets")
@@ -91,6 +92,7 @@ class StudentTask:
         self.eval_batch_size = eval_batch_size
         self.device = torch.device(device)
         self.teacher = teacher
+        self.pool_warmup_epochs, self.epoch = int(pool_warmup_epochs), 0
         if teacher is not None:
             teacher.freeze()  # eval mode, no gradients: its weights and BatchNorm statistics never move
 
@@ -118,8 +120,15 @@ class StudentTask:
         images = batch["images"]
         return self.teacher.forward_with_patches(normalize_uint8(images))[1].float()
 
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def loss(self, model: PatchDetector, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logit, patches = model.forward_with_patches(normalize_uint8(batch["images"]))
+        if self.epoch < self.pool_warmup_epochs:  # pooling warm-up: the BCE sees more patches than K
+            flat = patches.flatten(1)
+            k = getattr(model, "module", model).pool.warmup(flat.shape[1], self.epoch, self.pool_warmup_epochs)
+            logit = flat.topk(k, dim=1).values.mean(dim=1, keepdim=True)
         terms = distillation_loss(
             patches,
             logit,
@@ -237,6 +246,7 @@ def prepare_student_run(
         clip=cfg.target_clip,
         labelled=labelled,
         teacher=live_teacher,
+        pool_warmup_epochs=getattr(cfg, "pool_warmup_epochs", 0),
     )
     # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
     task = with_augmentation(task, cfg.augment)

@@ -68,6 +68,19 @@ class TopKPool(nn.Module):
     def extra_repr(self) -> str:
         return f"k={'all' if self.k is None else self.k}"
 
+    def warmup(self, num_patches: int, epoch: int, warmup_epochs: int) -> int:
+        """How many patches a training loss pools in epoch ``epoch`` (from 0) of a pooling warm-up.
+
+        All of them in the first epoch (the plain mean: every patch gets a gradient), then geometrically fewer,
+        and this pool's K from epoch ``warmup_epochs`` on. With top-K alone, the gradient of an untrained
+        network reaches only the K patches it already scores highest — edges of the scene, not the generator's
+        trace — and some seeds sit at chance for tens of epochs (measured in ``docs/results.md``).
+        """
+        k = self.num_selected(num_patches)
+        if epoch >= warmup_epochs or k >= num_patches:
+            return k
+        return max(k, min(num_patches, round(num_patches * (k / num_patches) ** (epoch / warmup_epochs))))
+
     @property
     def spec(self) -> str | int | float:
         """K as stored in checkpoint metadata."""

@@ -1,8 +1,9 @@
-"""LaDeDa, the teacher: a ResNet-50-style network whose every output sees one 9×9 patch.
+"""LaDeDa, the teacher: a ResNet-50-style network whose every output sees one small patch (9×9 pixels).
 
 The layout matches the published ``LaDeDa9`` exactly at ``width=64`` (13,641,793 parameters, the
 published state_dict keys), so ``WildRF_LaDeDa.pth`` loads strictly. A smaller ``width`` keeps the
-same geometry — 31×31 patch grid at 256×256, stride 8, receptive field 9 — at a fraction of the cost.
+same geometry — 31×31 patch grid at 256×256, stride 8, receptive field 9 (11 when the preprocessing filter
+reaches one pixel further, as the shipped compact teacher's does; notebook 01) — at a fraction of the cost.
 Introduced in notebook 01.
 """
 
