@@ -48,14 +48,25 @@ PLATFORMS = ("reddit", "twitter", "facebook")
 LEARNS_AT = 0.85  # the validation AP a run must reach "within its first quarter of epochs"
 
 
-def run_key(variant: str, budget: int, seed: int, teacher: str, schedule: str) -> str:
+def warmup_epochs(budget: int, share: float) -> int:
+    """Epochs of the pooling and augmentation warm-ups for a budget: ``share`` of it, at least 1 when on."""
+    return 0 if share <= 0 else max(1, round(budget * share))
+
+
+def recipe(schedule: str, share: float) -> str:
+    return schedule if share <= 0 else f"{schedule} + warm-ups {share:g}"
+
+
+def run_key(variant: str, budget: int, seed: int, teacher: str, schedule: str, share: float = 0.0) -> str:
     used = "-" if VARIANTS[variant]["alpha_distill"] == 0 else Path(teacher).name  # label-only runs use no teacher
-    return f"{variant}|{budget}|{seed}|{used}|{schedule}"
+    key = f"{variant}|{budget}|{seed}|{used}|{schedule}"
+    return key if share <= 0 else f"{key}|wu{share:g}"
 
 
 def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train one student and score its validation-selected checkpoint on every test platform."""
-    folder = Path(args.work) / f"{variant}_{args.schedule}_e{budget}_s{seed}"
+    tag = "" if args.warmup_share <= 0 else f"_wu{args.warmup_share:g}"
+    folder = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
     cfg = StudentTrainConfig(
         teacher=args.teacher,
         output=folder,
@@ -64,6 +75,8 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
         augment=AugmentConfig.platform(),
         schedule=args.schedule,
         lr_warmup_epochs=args.warmup,
+        pool_warmup_epochs=warmup_epochs(budget, args.warmup_share),
+        augment_warmup_epochs=warmup_epochs(budget, args.warmup_share),
         device="cpu",
         **VARIANTS[variant],
     )
@@ -77,7 +90,9 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
     aps = {p: groups[f"test/{p}"]["ap"] for p in PLATFORMS}
     learned = next((row["epoch"] for row in history if (row.get("val_ap") or 0.0) >= LEARNS_AT), None)
     return {
-        "key": run_key(variant, budget, seed, args.teacher, args.schedule),
+        "key": run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share),
+        "recipe": recipe(args.schedule, args.warmup_share),
+        "warmup_epochs": warmup_epochs(budget, args.warmup_share),
         "variant": variant,
         "budget": budget,
         "seed": seed,
@@ -98,15 +113,17 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    for r in rows:
+        r.setdefault("recipe", r["schedule"])  # rows made before the warm-ups existed
     lines = [
-        "| variant | teacher | schedule | epochs | seed | best epoch (val) | val AP | first epoch val AP ≥ 0.85 "
+        "| variant | teacher | recipe | epochs | seed | best epoch (val) | val AP | first epoch val AP ≥ 0.85 "
         "| reddit | twitter | facebook | mAP | reddit − facebook | s / epoch |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(rows, key=lambda r: (r["schedule"], r["budget"], r["variant"], r["teacher"], r["seed"])):
+    for r in sorted(rows, key=lambda r: (r["recipe"], r["budget"], r["variant"], r["teacher"], r["seed"])):
         learned = "—" if r["first_epoch_val_ap_085"] is None else str(r["first_epoch_val_ap_085"])
         lines.append(
-            f"| {r['variant']} | {Path(r['teacher']).name} | {r['schedule']} | {r['budget']} | {r['seed']} | {r['best_epoch']} | {r['val_ap']:.3f} "
+            f"| {r['variant']} | {Path(r['teacher']).name} | {r['recipe']} | {r['budget']} | {r['seed']} | {r['best_epoch']} | {r['val_ap']:.3f} "
             f"| {learned} | {r['test_reddit']:.3f} | {r['test_twitter']:.3f} | {r['test_facebook']:.3f} "
             f"| {r['test_map']:.3f} | {r['gap_reddit_facebook']:+.3f} | {r['train_s_per_epoch']:.1f} |"
         )
@@ -114,20 +131,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         "",
         "Mean over seeds (min–max):",
         "",
-        "| variant | teacher | schedule | epochs | seeds | test mAP | facebook AP | reddit − facebook |",
+        "| variant | teacher | recipe | epochs | seeds | test mAP | facebook AP | reddit − facebook |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["schedule"], r["budget"], r["variant"], Path(r["teacher"]).name), []).append(r)
-    for (schedule, budget, variant, teacher), rs in sorted(groups.items()):
+        groups.setdefault((r["recipe"], r["budget"], r["variant"], Path(r["teacher"]).name), []).append(r)
+    for (recipe_name, budget, variant, teacher), rs in sorted(groups.items()):
 
         def spread(key: str, rs: list[dict[str, Any]] = rs) -> str:
             values = [r[key] for r in rs]
             return f"{statistics.mean(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
         summary.append(
-            f"| {variant} | {teacher} | {schedule} | {budget} | {len(rs)} | {spread('test_map')} | {spread('test_facebook')} "
+            f"| {variant} | {teacher} | {recipe_name} | {budget} | {len(rs)} | {spread('test_map')} | {spread('test_facebook')} "
             f"| {spread('gap_reddit_facebook')} |"
         )
     return "\n".join(lines + summary) + "\n"
@@ -141,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default="ladeda_lib/pretrained/toy_teacher_w16_augmented.pt")
     parser.add_argument("--schedule", default="warmup_cosine", choices=["constant", "cosine", "warmup_cosine"])
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs of warmup_cosine")
+    parser.add_argument(
+        "--warmup-share",
+        type=float,
+        default=0.25,
+        help="pooling and augmentation warm-ups, as a share of the budget (0 = none, the earlier recipe)",
+    )
     parser.add_argument("--work", default="weights/distill_study")
     parser.add_argument("--results", default="benchmarks/distill_study.jsonl")
     parser.add_argument("--out", default="benchmarks/distill_study.md")
@@ -157,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     for budget in [] if args.table_only else args.budgets:
         for seed in args.seeds:
             for variant in args.variants:
-                key = run_key(variant, budget, seed, args.teacher, args.schedule)
+                key = run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share)
                 if key in done:
                     continue
-                print(f"training {variant}, {budget} epochs, seed {seed} ({args.schedule})", flush=True)
+                print(
+                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share)})",
+                    flush=True,
+                )
                 row = one_run(variant, budget, seed, args)
                 done[key] = row
                 with results.open("a") as f:

@@ -75,12 +75,29 @@ def test_augmented_task_changes_images_only_and_is_deterministic():
     assert isinstance(wrapped, AugmentedTask) and wrapped.name == "inner"
     plan = wrapped.plan(torch.Generator().manual_seed(0), 4)
     again = wrapped.plan(torch.Generator().manual_seed(0), 4)
-    assert [(s.tolist(), seed) for s, seed in plan] == [(s.tolist(), seed) for s, seed in again]
+    assert [(s.tolist(), seed, c) for s, seed, c in plan] == [(s.tolist(), seed, c) for s, seed, c in again]
     batch = wrapped.fetch(plan[0])
     clean = task.fetch(plan[0][0])
     assert torch.equal(batch["teacher"], clean["teacher"])  # targets stay those of the clean image
     assert not torch.equal(batch["images"], clean["images"])
     assert torch.equal(batch["images"], wrapped.fetch(plan[0])["images"])
+
+
+def test_augmentation_warmup_starts_clean_and_ramps_up():
+    config = AugmentConfig.platform()
+    wrapped = with_augmentation(_Task(), config, warmup_epochs=2)
+    seen = []
+    for epoch in range(4):
+        wrapped.begin_epoch(epoch)
+        seen.append(wrapped.plan(torch.Generator().manual_seed(0), 4)[0][2])
+    assert not seen[0].enabled  # the first epoch is clean
+    assert seen[1].p_rescale == seen[1].p_jpeg == 0.5 and seen[1].jpeg_quality == config.jpeg_quality
+    assert seen[2] == seen[3] == config
+    spec = wrapped.plan(torch.Generator().manual_seed(0), 4)[0]
+    wrapped.begin_epoch(0)
+    clean = wrapped.plan(torch.Generator().manual_seed(0), 4)[0]
+    assert torch.equal(wrapped.fetch(clean)["images"], _Task().fetch(clean[0])["images"])
+    assert not torch.equal(wrapped.fetch(spec)["images"], _Task().fetch(spec[0])["images"])
 
 
 # --- the hooks in training: teacher and student runs on tiny synthetic data --------------------------------

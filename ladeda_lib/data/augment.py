@@ -20,7 +20,7 @@ Introduced in notebook 09.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -188,8 +188,24 @@ class AugmentedTask:
     to wrap only when the config is enabled. Works behind notebook 09.
     """
 
-    def __init__(self, task: Any, config: AugmentConfig) -> None:
+    def __init__(self, task: Any, config: AugmentConfig, warmup_epochs: int = 0) -> None:
         self.task, self.augment = task, config
+        self.warmup_epochs, self.epoch = int(warmup_epochs), 0
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Record the epoch (for the warm-up) and pass it on to the wrapped task if it wants it."""
+        self.epoch = epoch
+        if hasattr(self.task, "begin_epoch"):
+            self.task.begin_epoch(epoch)
+
+    def current(self) -> AugmentConfig:
+        """The config of this epoch: during a warm-up of W epochs, epoch e uses every probability × e / W
+        (the first epoch is clean), then the config itself."""
+        if self.epoch >= self.warmup_epochs:
+            return self.augment
+        share = self.epoch / self.warmup_epochs
+        a = self.augment
+        return replace(a, p_blur=a.p_blur * share, p_rescale=a.p_rescale * share, p_jpeg=a.p_jpeg * share)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("task", "augment"):  # not set yet (e.g. while unpickling in a DataLoader worker)
@@ -199,18 +215,19 @@ class AugmentedTask:
     def plan(self, generator: torch.Generator, batch_size: int) -> list[tuple[Any, int]]:
         specs = self.task.plan(generator, batch_size)
         seeds = torch.randint(0, 2**62, (len(specs),), generator=generator).tolist()
-        return list(zip(specs, seeds, strict=True))
+        config = self.current()  # in the plan, so DataLoader workers degrade with this epoch's config
+        return [(spec, seed, config) for spec, seed in zip(specs, seeds, strict=True)]
 
-    def fetch(self, spec: tuple[Any, int]) -> dict[str, torch.Tensor]:
-        inner, seed = spec
+    def fetch(self, spec: tuple[Any, int, AugmentConfig]) -> dict[str, torch.Tensor]:
+        inner, seed, config = spec
         batch = self.task.fetch(inner)
         generator = torch.Generator().manual_seed(int(seed))
-        return {**batch, "images": augment_batch(batch["images"], self.augment, generator)}
+        return {**batch, "images": augment_batch(batch["images"], config, generator)}
 
 
-def with_augmentation(task: Any, config: AugmentConfig | None) -> Any:
+def with_augmentation(task: Any, config: AugmentConfig | None, warmup_epochs: int = 0) -> Any:
     """``task`` itself when ``config`` is None or off (the batch stream is bit-identical), else an
-    :class:`AugmentedTask`. Works behind notebook 09."""
+    :class:`AugmentedTask` (with ``warmup_epochs``, see :meth:`AugmentedTask.current`). Works behind notebook 09."""
     if config is None or not config.enabled:
         return task
-    return AugmentedTask(task, config)
+    return AugmentedTask(task, config, warmup_epochs)

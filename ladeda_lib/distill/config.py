@@ -141,6 +141,8 @@ class StudentTrainConfig(StudentOptions):
     # epoch, then geometrically fewer; TopKPool.warmup), so every patch gets a gradient while the filters form.
     # Validation and the saved model always use K.
     pool_warmup_epochs: int = 0
+    # Augmentation warm-up: epoch e < this uses every augment probability × e / this (the first epoch is clean).
+    augment_warmup_epochs: int = 0
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"

@@ -88,7 +88,7 @@ class TrainTask(Protocol):
     def validate(self, model: PatchDetector) -> dict[str, float]:
         """Validation metrics (``loss`` and the loss terms, ``accuracy``, ``ap``, ``auc``, ...)."""
 
-    # Optional: ``begin_epoch(epoch)`` (epoch of the stage, from 0) is called before each training epoch.
+    # Optional: ``begin_epoch(epoch)`` (epoch of the stage, from 0) is called before each epoch's ``plan``.
 
 
 class _EpochBatches(Dataset):
@@ -403,9 +403,9 @@ def fit(
                 for epoch in range(first_epoch, stage.epochs):
                     t0 = time.perf_counter()
                     train_mode(model, stage.frozen)
-                    plan = task.plan(generator, opts.batch_size)
                     if hasattr(task, "begin_epoch"):
                         task.begin_epoch(epoch)
+                    plan = task.plan(generator, opts.batch_size)
                     desc = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
                     diverged = functools.partial(files.diverged, state, stage.name, epoch)
                     lr_at = None

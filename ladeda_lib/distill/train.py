@@ -249,7 +249,7 @@ def prepare_student_run(
         pool_warmup_epochs=getattr(cfg, "pool_warmup_epochs", 0),
     )
     # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
-    task = with_augmentation(task, cfg.augment)
+    task = with_augmentation(task, cfg.augment, getattr(cfg, "augment_warmup_epochs", 0))
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:
