@@ -171,6 +171,14 @@ def run(seed: int, capability: str, threads: int, results: Path, notebooks: list
         shutil.rmtree(home, ignore_errors=True)
 
 
+#: Notebooks renumbered since older runs: their rows are read under the new name (same quantity names).
+FORMER_NAMES = {
+    "07_calibration_and_photographs": ("06_heatmap_inspection",),  # split out of 06
+    "08_export_and_quantization": ("07_export_and_quantization",),
+    "09_robustness": ("08_robustness",),
+}
+
+
 def table(results: Path, stored: dict[str, dict[str, float]] | None = None) -> str:
     """One Markdown row per asserted quantity: each run's value, the spread, the bound."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
@@ -192,10 +200,15 @@ def table(results: Path, stored: dict[str, dict[str, float]] | None = None) -> s
         for name, (_, bound) in names.items():
             values = []
             for run_key in runs:
+                stems = (stem, *FORMER_NAMES.get(stem, ()))
                 match = [
-                    r for r in rows if r["notebook"] == stem and (r["seed"], r["capability"], r["threads"]) == run_key
+                    r
+                    for r in rows
+                    if r["notebook"] in stems
+                    and (r["seed"], r["capability"], r["threads"]) == run_key
+                    and name in r["values"]
                 ]
-                values.append(match[-1]["values"].get(name) if match else None)
+                values.append(match[-1]["values"][name] if match else None)
             seen = [v for v in values if v is not None]
             cells = " | ".join("–" if v is None else f"{v:.4g}" for v in values)
             lo = f"{min(seen):.4g}" if seen else "–"

@@ -462,8 +462,17 @@ def test_pooling_warmup_pools_every_patch_first_and_k_later(data, teacher):
     assert task.validate(student)["loss"] == pytest.approx(plain.task.validate(student)["loss"])  # always K
 
 
-def test_pooling_warmup_run_records_its_setting(tmp_path, data, teacher):
-    result = train_student(_cfg(tmp_path, "pw", pool_warmup_epochs=1), teacher=teacher, data=data, progress=False)
+def test_pooling_warmup_run_records_its_setting(tmp_path, data, teacher, monkeypatch):
+    from ladeda_lib.data.augment import AugmentConfig, AugmentedTask
+
+    seen = []  # (epoch, augmentation config of that epoch's plan) as the loop sets them
+    original = AugmentedTask.plan
+    monkeypatch.setattr(
+        AugmentedTask, "plan", lambda self, g, b: seen.append((self.epoch, self.current())) or original(self, g, b)
+    )
+    cfg = _cfg(tmp_path, "pw", pool_warmup_epochs=1, augment=AugmentConfig.platform(), augment_warmup_epochs=1)
+    result = train_student(cfg, teacher=teacher, data=data, progress=False)
+    assert [epoch for epoch, _ in seen] == [0, 1] and not seen[0][1].enabled and seen[1][1] == AugmentConfig.platform()
     log = json.loads(result.log_path.read_text())
     assert log["metadata"]["config"]["pool_warmup_epochs"] == 1
     assert load_checkpoint(result.final_path).model.pool.spec == 0.1  # the saved model keeps K
