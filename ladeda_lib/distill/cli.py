@@ -64,7 +64,9 @@ FIELD_HELP = {
     "uses the teacher's maps of all of them",
     "augment": "training-time blur/rescale/JPEG (default off). Bare --augment = the platform preset: every image "
     "rescaled x0.45-1, then JPEG 60-95; or key=value overrides, ranges low:high, e.g. p_jpeg=0.8,jpeg_quality=30:90. "
-    "It pays with labels and a long run: --alpha-distill 0 --alpha-task 1 --epochs 80 (notebook 09)",
+    "It pays with labels and a long run: --alpha-distill 0 --alpha-task 1 --epochs 80 (notebook 09); with "
+    "train-student, --pool-warmup-epochs and --augment-warmup-epochs at a quarter of the epochs make every seed "
+    "start to learn (docs/results.md)",
 }
 
 _SCALARS = (bool, int, float, str)
