@@ -1,11 +1,13 @@
 """Does distillation make a better student than labels alone? Budgets × seeds × recipes, one command.
 
     python benchmarks/distill_study.py [--budgets 8 24 80] [--seeds 0 1 2] [--variants label-only consistent cached]
-        [--teacher ladeda_lib/pretrained/toy_teacher_w16_augmented.pt] [--schedule warmup_cosine] [--out benchmarks/distill_study.md]
+        [--teacher ladeda_lib/pretrained/toy_teacher_w16_augmented.pt] [--schedule warmup_cosine] [--warmup-share 0.25]
+        [--out benchmarks/distill_study.md]
 
 Every run trains a fresh Tiny-LaDeDa on the toy training split with the platform augmentation
 (``AugmentConfig.platform()``: every image rescaled ×0.45-1, then JPEG 60-95), batch 32, Adam at 1e-2 with the
-given schedule, for the given number of epochs. Variants:
+given schedule, for the given number of epochs, with the pooling and augmentation warm-ups over ``--warmup-share``
+of them (``--pool-warmup-epochs``, ``--augment-warmup-epochs``; 0 = the earlier recipe without them). Variants:
 
 * ``label-only`` — BCE on the labels only (α_d = 0, α_t = 1); no teacher.
 * ``consistent`` — α_d = α_t = 0.5; the teacher scores the same augmented batch the student sees, on the fly.
@@ -196,20 +198,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['train_s_per_epoch']:.1f} s/epoch",
                     flush=True,
                 )
-                Path(args.out).write_text(header(args) + table(list(done.values())))
-    Path(args.out).write_text(header(args) + table(list(done.values())))
+                Path(args.out).write_text(header(args, list(done.values())) + table(list(done.values())))
+    Path(args.out).write_text(header(args, list(done.values())) + table(list(done.values())))
     return 0
 
 
-def header(args: argparse.Namespace) -> str:
+def header(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    budgets = sorted({r["budget"] for r in rows})
     return (
         "# Distillation study: label-only against distilled students, at equal budgets\n\n"
         f"Made by `python benchmarks/distill_study.py` (rows from `{Path(args.results).name}`; `--table-only` "
         f"rewrites this file from them), on {platform.machine()} with one thread per run. The machine was shared "
-        "(load 2-13), so the seconds per epoch are upper bounds and compare only between runs that ran side by "
-        "side. Augmentation: the platform preset for every run. Selection on validation only (the best "
-        "validation-AP epoch); test read once per run. **So far only the 8-epoch budget has been run** (the "
-        "24- and 80-epoch budgets are the next step); see docs/results.md for what these rows say.\n\n"
+        "(from two to more than ten processes on two cores), so the seconds per epoch are upper bounds and compare only between "
+        "runs that ran side by side. Augmentation: the platform preset for every run. Selection on validation only "
+        '(the best validation-AP epoch); test read once per run. Recipe "warmup_cosine + warm-ups 0.25": the '
+        "pooling and augmentation warm-ups over the first quarter of the epochs. Budgets run so far: "
+        f"{', '.join(str(b) for b in budgets)} epochs; see docs/results.md for what these rows say.\n\n"
     )
 
 
