@@ -39,7 +39,7 @@ from ladeda_lib.distill.targets import TeacherTargets, compute_teacher_targets, 
 from ladeda_lib.distill.teacher import get_teacher
 from ladeda_lib.evaluation import binary_metrics
 from ladeda_lib.geometry import align_indices
-from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa
+from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa, TopKPool
 from ladeda_lib.paths import shown, weights_dir
 from ladeda_lib.registry import published
 from ladeda_lib.runner import predict
@@ -128,7 +128,7 @@ class StudentTask:
         if self.epoch < self.pool_warmup_epochs:  # pooling warm-up: the BCE sees more patches than K
             flat = patches.flatten(1)
             k = getattr(model, "module", model).pool.warmup(flat.shape[1], self.epoch, self.pool_warmup_epochs)
-            logit = flat.topk(k, dim=1).values.mean(dim=1, keepdim=True)
+            logit = TopKPool(k)(patches)
         terms = distillation_loss(
             patches,
             logit,
