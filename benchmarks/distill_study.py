@@ -14,8 +14,10 @@ of them (``--pool-warmup-epochs``, ``--augment-warmup-epochs``; 0 = the earlier 
 * ``cached`` — α_d = α_t = 0.5; the teacher's maps of the CLEAN images, computed once (the old recipe).
 
 Selection uses validation only: the reported student is the epoch with the highest validation AP
-(``student_best.pt``, ties to the lower validation loss); test is read once per run, for the table. The
-table also gives the first epoch whose validation AP reached 0.85 (``—`` if none did), the seconds per
+(``student_best.pt``, ties to the lower validation loss); test is read once per run, for the table. With
+``--val-views clean+degraded`` that validation AP is the mean of the AP on the val split and on one fixed copy of
+it degraded by the platform augmentation (``AugmentedTask.validate``). The table also gives the first epoch whose
+validation AP on the val split as it is reached 0.85 (``—`` if none did), the seconds per
 training epoch, and, per budget and variant, the mean and spread over seeds.
 
 Results are appended to ``--results`` (JSON lines; a run already there is skipped, so the study resumes) and the
@@ -55,19 +57,24 @@ def warmup_epochs(budget: int, share: float) -> int:
     return 0 if share <= 0 else max(1, round(budget * share))
 
 
-def recipe(schedule: str, share: float) -> str:
-    return schedule if share <= 0 else f"{schedule} + warm-ups {share:g}"
+def recipe(schedule: str, share: float, val_views: str = "clean") -> str:
+    name = schedule if share <= 0 else f"{schedule} + warm-ups {share:g}"
+    return name if val_views == "clean" else f"{name}, selected on clean+degraded val"
 
 
-def run_key(variant: str, budget: int, seed: int, teacher: str, schedule: str, share: float = 0.0) -> str:
+def run_key(
+    variant: str, budget: int, seed: int, teacher: str, schedule: str, share: float = 0.0, val_views: str = "clean"
+) -> str:
     used = "-" if VARIANTS[variant]["alpha_distill"] == 0 else Path(teacher).name  # label-only runs use no teacher
     key = f"{variant}|{budget}|{seed}|{used}|{schedule}"
-    return key if share <= 0 else f"{key}|wu{share:g}"
+    key = key if share <= 0 else f"{key}|wu{share:g}"
+    return key if val_views == "clean" else f"{key}|{val_views}"
 
 
 def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train one student and score its validation-selected checkpoint on every test platform."""
     tag = "" if args.warmup_share <= 0 else f"_wu{args.warmup_share:g}"
+    tag += "" if args.val_views == "clean" else "_vd"
     folder = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
     cfg = StudentTrainConfig(
         teacher=args.teacher,
@@ -79,6 +86,7 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
         lr_warmup_epochs=args.warmup,
         pool_warmup_epochs=warmup_epochs(budget, args.warmup_share),
         augment_warmup_epochs=warmup_epochs(budget, args.warmup_share),
+        val_views=args.val_views,
         device="cpu",
         **VARIANTS[variant],
     )
@@ -90,10 +98,11 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
     report = evaluate_model(best_path, progress=False, localisation=False)
     groups = report["groups"]
     aps = {p: groups[f"test/{p}"]["ap"] for p in PLATFORMS}
-    learned = next((row["epoch"] for row in history if (row.get("val_ap") or 0.0) >= LEARNS_AT), None)
+    clean_ap = [row.get("val_ap_clean", row.get("val_ap")) or 0.0 for row in history]  # the val split as it is
+    learned = next((row["epoch"] for row, ap in zip(history, clean_ap, strict=True) if ap >= LEARNS_AT), None)
     return {
-        "key": run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share),
-        "recipe": recipe(args.schedule, args.warmup_share),
+        "key": run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views),
+        "recipe": recipe(args.schedule, args.warmup_share, args.val_views),
         "warmup_epochs": warmup_epochs(budget, args.warmup_share),
         "variant": variant,
         "budget": budget,
@@ -103,7 +112,9 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
         "best_epoch": (result.best or {}).get("epoch"),
         "val_ap": (result.best or {}).get("val_ap"),
         "first_epoch_val_ap_085": learned,
-        "val_ap_curve": [round(row.get("val_ap") or 0.0, 4) for row in history],
+        "val_ap_curve": [round(row.get("val_ap") or 0.0, 4) for row in history],  # what selects
+        "val_ap_clean_curve": [round(ap, 4) for ap in clean_ap],
+        "val_ap_degraded_curve": [round(row.get("val_ap_degraded") or 0.0, 4) for row in history],
         **{f"test_{p}": aps[p] for p in PLATFORMS},
         "test_map": sum(aps.values()) / len(aps),
         "gap_reddit_facebook": aps["reddit"] - aps["facebook"],
@@ -166,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.25,
         help="pooling and augmentation warm-ups, as a share of the budget (0 = none, the earlier recipe)",
     )
+    parser.add_argument(
+        "--val-views",
+        default="clean",
+        choices=["clean", "clean+degraded"],
+        help="what selects the checkpoint: val AP, or the mean of it and the AP on a fixed degraded copy of val",
+    )
     parser.add_argument("--work", default="weights/distill_study")
     parser.add_argument("--results", default="benchmarks/distill_study.jsonl")
     parser.add_argument("--out", default="benchmarks/distill_study.md")
@@ -182,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     for budget in [] if args.table_only else args.budgets:
         for seed in args.seeds:
             for variant in args.variants:
-                key = run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share)
+                key = run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views)
                 if key in done:
                     continue
                 print(
-                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share)})",
+                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views)})",
                     flush=True,
                 )
                 row = one_run(variant, budget, seed, args)

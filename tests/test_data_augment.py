@@ -100,6 +100,49 @@ def test_augmentation_warmup_starts_clean_and_ramps_up():
     assert not torch.equal(wrapped.fetch(spec)["images"], _Task().fetch(spec[0])["images"])
 
 
+class _ValTask(_Task):
+    """Validation whose AP is the share of unchanged pixels: 1 on the clean split, lower on a degraded copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_images, self.calls = _batch(6), []
+
+    def validate(self, model, images=None):
+        self.calls.append(images)
+        seen = self.val_images if images is None else images
+        return {"loss": 0.5, "ap": float((seen == self.val_images).float().mean())}
+
+
+def test_validation_on_clean_and_degraded_views():
+    task = _ValTask()
+    assert with_augmentation(task, AugmentConfig.platform()).validate(None) == {"loss": 0.5, "ap": 1.0}
+    assert task.calls == [None]  # "clean" (the default) validates on the split only
+    wrapped = with_augmentation(task, AugmentConfig.platform(), warmup_epochs=4, val_views="clean+degraded")
+    wrapped.begin_epoch(0)  # the copy uses the full setting even during the warm-up's clean first epoch
+    metrics = wrapped.validate(None)
+    degraded = task.calls[-1]
+    assert degraded is not None and degraded.shape == task.val_images.shape and degraded.dtype == torch.uint8
+    assert metrics["ap_clean"] == 1.0 and metrics["ap_degraded"] < 0.5
+    assert metrics["ap"] == (1.0 + metrics["ap_degraded"]) / 2  # the mean picks the best checkpoint
+    assert wrapped.validate(None) == metrics and task.calls[-1] is degraded  # degraded once, kept
+    other = with_augmentation(_ValTask(), AugmentConfig.platform(), val_views="clean+degraded")
+    assert torch.equal(other.degraded_val(), degraded)  # a fixed seed: the same copy in every run
+    with pytest.raises(ValueError, match="clean\\+degraded"):
+        AugmentedTask(task, AugmentConfig.platform(), val_views="degraded")
+
+
+def test_val_views_config_needs_augmentation():
+    from ladeda_lib.distill import StudentTrainConfig
+
+    assert (
+        StudentTrainConfig(augment=AugmentConfig.platform(), val_views="clean+degraded").val_views == "clean+degraded"
+    )
+    with pytest.raises(ValueError, match="turn --augment on"):
+        StudentTrainConfig(val_views="clean+degraded")
+    with pytest.raises(ValueError, match="expected one of"):
+        StudentTrainConfig(augment=AugmentConfig.platform(), val_views="noisy")
+
+
 # --- the hooks in training: teacher and student runs on tiny synthetic data --------------------------------
 def _tensors(n: int, seed: int):
     from ladeda_lib.data.tensors import ImageTensors
@@ -142,6 +185,24 @@ def test_student_training_with_augmentation_is_recorded_deterministic_and_differ
     sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same augmented run
     assert any(not torch.equal(sa[k], sp[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_student_run_selects_on_clean_and_degraded_val(tmp_path, tiny):
+    from ladeda_lib.distill import StudentTrainConfig, train_student
+
+    data, teacher = tiny
+    cfg = StudentTrainConfig(
+        output=tmp_path / "v",
+        cache_dir=tmp_path / "cache",
+        epochs=2,
+        batch_size=4,
+        augment=AugmentConfig.platform(),
+        val_views="clean+degraded",
+    )
+    result = train_student(cfg, teacher=teacher, data=data, progress=False)
+    for row in result.history:
+        assert row["val_ap"] == pytest.approx((row["val_ap_clean"] + row["val_ap_degraded"]) / 2)
+    assert result.best["val_ap"] == max(row["val_ap"] for row in result.history)
 
 
 def test_teacher_training_with_augmentation_records_it(tmp_path, tiny):

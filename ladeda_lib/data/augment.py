@@ -27,6 +27,12 @@ import torch
 
 from ladeda_lib.data.degrade import gaussian_blur, jpeg, rescale, to_input_size
 
+#: What an augmented run validates on (:class:`AugmentedTask`): the val split as it is, or the mean AP of the
+#: split and of one fixed copy degraded by the run's augmentation.
+VAL_VIEWS = ("clean", "clean+degraded")
+#: Seed of the generator that degrades that copy: the same copy in every run, whatever the training seed.
+VAL_VIEW_SEED = 20221
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -188,9 +194,12 @@ class AugmentedTask:
     to wrap only when the config is enabled. Works behind notebook 09.
     """
 
-    def __init__(self, task: Any, config: AugmentConfig, warmup_epochs: int = 0) -> None:
+    def __init__(self, task: Any, config: AugmentConfig, warmup_epochs: int = 0, val_views: str = "clean") -> None:
+        if val_views not in VAL_VIEWS:
+            raise ValueError(f"val_views {val_views!r}: expected one of {', '.join(VAL_VIEWS)}")
         self.task, self.augment = task, config
         self.warmup_epochs, self.epoch = int(warmup_epochs), 0
+        self.val_views, self._val_degraded = val_views, None
 
     def begin_epoch(self, epoch: int) -> None:
         """Record the epoch (for the warm-up) and pass it on to the wrapped task if it wants it."""
@@ -207,8 +216,36 @@ class AugmentedTask:
         a = self.augment
         return replace(a, p_blur=a.p_blur * share, p_rescale=a.p_rescale * share, p_jpeg=a.p_jpeg * share)
 
+    def degraded_val(self) -> torch.Tensor:
+        """The val images degraded once by the full config (not the warm-up's), with a fixed seed; kept."""
+        if self._val_degraded is None:
+            generator = torch.Generator().manual_seed(VAL_VIEW_SEED)
+            self._val_degraded = augment_batch(self.task.val_images, self.augment, generator)
+        return self._val_degraded
+
+    def validate(self, model: Any) -> dict[str, float]:
+        """The wrapped task's metrics on val; with ``val_views="clean+degraded"`` its ``ap`` (the value that picks
+        the best checkpoint) is the mean of the clean AP and the AP on :meth:`degraded_val`, both also returned
+        (``ap_clean``, ``ap_degraded``). A run that trains on degraded images is then not judged on clean ones
+        only, where the lightly augmented first epochs of a warm-up look best."""
+        clean = self.task.validate(model)
+        if self.val_views == "clean":
+            return clean
+        degraded = self.task.validate(model, images=self.degraded_val())
+        return {
+            **clean,
+            "ap": (clean["ap"] + degraded["ap"]) / 2,
+            "ap_clean": clean["ap"],
+            "ap_degraded": degraded["ap"],
+        }
+
     def __getattr__(self, name: str) -> Any:
-        if name in ("task", "augment"):  # not set yet (e.g. while unpickling in a DataLoader worker)
+        if name in (
+            "task",
+            "augment",
+            "val_views",
+            "_val_degraded",
+        ):  # not set yet (e.g. while unpickling in a DataLoader worker)
             raise AttributeError(name)
         return getattr(self.task, name)
 
@@ -225,9 +262,10 @@ class AugmentedTask:
         return {**batch, "images": augment_batch(batch["images"], config, generator)}
 
 
-def with_augmentation(task: Any, config: AugmentConfig | None, warmup_epochs: int = 0) -> Any:
+def with_augmentation(task: Any, config: AugmentConfig | None, warmup_epochs: int = 0, val_views: str = "clean") -> Any:
     """``task`` itself when ``config`` is None or off (the batch stream is bit-identical), else an
-    :class:`AugmentedTask` (with ``warmup_epochs``, see :meth:`AugmentedTask.current`). Works behind notebook 09."""
+    :class:`AugmentedTask` (with ``warmup_epochs``, see :meth:`AugmentedTask.current`, and ``val_views``, see
+    :meth:`AugmentedTask.validate`). Works behind notebook 09."""
     if config is None or not config.enabled:
         return task
-    return AugmentedTask(task, config, warmup_epochs)
+    return AugmentedTask(task, config, warmup_epochs, val_views)

@@ -51,6 +51,8 @@ FIELD_HELP = {
     "pool_warmup_epochs": "epochs at the start in which the BCE term pools more patches than K (all of them in the "
     "first epoch, then geometrically fewer); validation and the saved model use K",
     "augment_warmup_epochs": "epochs over which the --augment probabilities ramp up from 0 (the first epoch is clean)",
+    "val_views": "with --augment, what picks the best checkpoint: 'clean' = AP on the val split; 'clean+degraded' "
+    "= the mean of that and the AP on one fixed copy of val degraded by the --augment setting",
     "epochs_s1": "stage 1 epochs (fc only)",
     "epochs_s2": "stage 2 epochs (layer1 + fc)",
     "warmup_epochs": "epochs of the single-stage warm-up when there is no student to start from",

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ladeda_lib.data.augment import AugmentConfig
+from ladeda_lib.data.augment import VAL_VIEWS, AugmentConfig
 from ladeda_lib.models import DEFAULT_TOPK
 from ladeda_lib.paths import weights_dir
 
@@ -143,6 +143,15 @@ class StudentTrainConfig(StudentOptions):
     pool_warmup_epochs: int = 0
     # Augmentation warm-up: epoch e < this uses every augment probability × e / this (the first epoch is clean).
     augment_warmup_epochs: int = 0
+    # What "val AP" (checkpoint selection) is measured on when --augment is on: "clean" (the val split as it is)
+    # or "clean+degraded" (the mean of the AP on it and on one fixed copy degraded by the --augment config).
+    val_views: str = "clean"
+
+    def __post_init__(self) -> None:
+        if self.val_views not in VAL_VIEWS:
+            raise ValueError(f"--val-views {self.val_views!r}: expected one of {', '.join(VAL_VIEWS)}")
+        if self.val_views != "clean" and not self.augment.enabled:
+            raise ValueError(f"--val-views {self.val_views} degrades val with the --augment setting: turn --augment on")
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"

@@ -82,8 +82,9 @@ class TeacherTask:
         bce = F.binary_cross_entropy_with_logits(logit.reshape(-1).float(), batch["labels"].float())
         return {"loss": bce}
 
-    def validate(self, model: PatchDetector) -> dict[str, float]:
-        logits, _ = predict(model, self.val_images, self.eval_batch_size, self.device)
+    def validate(self, model: PatchDetector, images: torch.Tensor | None = None) -> dict[str, float]:
+        images = self.val_images if images is None else images  # a degraded copy of val (AugmentedTask)
+        logits, _ = predict(model, images, self.eval_batch_size, self.device)
         bce = F.binary_cross_entropy_with_logits(logits, self.val_labels.float()).item()
         metrics = binary_metrics(self.val_labels, logits)
         return {"loss": bce, **{k: metrics[k] for k in ("accuracy", "ap", "auc", "real_acc", "fake_acc")}}

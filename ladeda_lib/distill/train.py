@@ -144,8 +144,10 @@ class StudentTask:
         return {"loss": terms.total, "distill": terms.distill, "task": terms.task}
 
     @torch.no_grad()
-    def validate(self, model: PatchDetector) -> dict[str, float]:
-        logits, patches = predict(model, self.val_images, self.eval_batch_size, self.device, keep_patches=True)
+    def validate(self, model: PatchDetector, images: torch.Tensor | None = None) -> dict[str, float]:
+        """Metrics on the val split, or on ``images`` (a degraded copy of it: same order, labels and targets)."""
+        images = self.val_images if images is None else images
+        logits, patches = predict(model, images, self.eval_batch_size, self.device, keep_patches=True)
         terms = distillation_loss(
             patches,
             logits[:, None],
@@ -249,7 +251,9 @@ def prepare_student_run(
         pool_warmup_epochs=getattr(cfg, "pool_warmup_epochs", 0),
     )
     # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
-    task = with_augmentation(task, cfg.augment, getattr(cfg, "augment_warmup_epochs", 0))
+    task = with_augmentation(
+        task, cfg.augment, getattr(cfg, "augment_warmup_epochs", 0), getattr(cfg, "val_views", "clean")
+    )
     info.update({"target_scale": scale, "target_clip": cfg.target_clip})
     notes = [data.note] if data.note else []
     if cfg.label_fraction < 1.0:
