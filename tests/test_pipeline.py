@@ -51,6 +51,7 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
         "Accuracy at threshold 0.5",
         "parity, size and latency",
         "Stage timings",
+        "Real photographs: false-positive audit",
     ):
         assert heading in report
     for name in ("teacher", "label-only student", "single-stage student", "two-stage student", "student.tflite"):
@@ -68,6 +69,14 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
     ):
         assert (out / path).is_file(), path
     metrics = json.loads((out / "metrics.json").read_text())
+    # the audit: both students on the photographs shipped in installed packages (this toy set holds none)
+    audit = metrics["audit"]
+    assert audit["photographs"].startswith("the photographs shipped") and set(audit["models"]) == {
+        "label-only",
+        "two-stage (deployed)",
+    }
+    assert all(0 <= m["false_positive_rate"] <= 1 and m["n_real"] >= 3 for m in audit["models"].values())
+    assert (out / "audit" / "two-stage" / "audit.md").is_file() and "| two-stage (deployed) |" in report
     assert set(metrics["models"]) == {"teacher", "label-only student", "single-stage student", "two-stage student"}
     assert set(metrics["models"]["teacher"]["groups"]) >= {"val", "test/reddit", "test/twitter", "test/facebook"}
     # the deployed float32 file ranks the test images as the two-stage student it was exported from
@@ -98,3 +107,28 @@ def test_teacher_warnings_flag_a_teacher_weaker_than_the_label_only_student():
     lines = teacher_warnings(metrics)
     assert len(lines) == 1 and "teacher" in lines[0] and "0.700" in lines[0] and "cannot help" in lines[0]
     assert teacher_warnings({**metrics, "teacher": {"mAP": 0.9}}) == []
+
+
+def test_audit_uses_a_photo_worlds_held_out_photographs(tmp_path):
+    from ladeda_lib.data.photos import heldout_dir
+    from ladeda_lib.models import TinyLaDeDa
+    from ladeda_lib.pipeline.report import audit_section, audit_students
+
+    root = tmp_path / "world"
+    root.mkdir()
+    (root / "photos.json").write_text("{}")
+    held = heldout_dir(root)
+    held.mkdir()
+    g = torch.Generator().manual_seed(0)
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray((torch.rand(300, 280, 3, generator=g) * 255).byte().numpy()).save(held / f"p{i}.png")
+    (held / "broken.png").write_bytes(b"not an image")  # reported by the audit, not fatal
+    torch.manual_seed(0)
+    audits = audit_students({"tiny student": TinyLaDeDa()}, root, tmp_path / "audit")
+    assert audits["photographs"] == "the photo world's held-out test photographs"
+    assert audits["models"]["tiny student"]["n_real"] == 3
+    assert (tmp_path / "audit" / "tiny" / "audit.md").is_file()
+    table = audit_section(audits)
+    assert table[0].startswith("## Real photographs") and table[-1].startswith("| tiny student | ")

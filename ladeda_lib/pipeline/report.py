@@ -104,11 +104,13 @@ def write_report(
     timings: dict[str, float],
     notes: list[str],
     robustness: tuple[str, str] | None = None,
+    audits: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``report.md``, ``metrics.json`` and the figures under ``out``; return the report path.
 
     ``cfg`` is the run's :class:`~ladeda_lib.pipeline.stages.PipelineConfig` (its settings are listed);
-    ``robustness`` is (deployed file name, Markdown table of :func:`ladeda_lib.robustness.deployment_table`).
+    ``robustness`` is (deployed file name, Markdown table of :func:`ladeda_lib.robustness.deployment_table`);
+    ``audits`` is :func:`audit_students`'s result.
     """
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,8 @@ def write_report(
             "",
             robustness[1].strip(),
         ]
+    if audits:
+        lines += ["", *audit_section(audits)]
     lines += ["", "## Sample heatmaps (two-stage student)", ""]
     for caption, png in heatmaps:
         lines += [f"**{caption}**", "", f"![{caption}](figures/{png.name})", ""]
@@ -217,6 +221,8 @@ def write_report(
     report = out / "report.md"
     report.write_text("\n".join(lines))
     payload = {"models": metrics, "exported": exported, "verification": verification, "timings": timings}
+    if audits:
+        payload["audit"] = {"photographs": audits["photographs"], "models": audits["models"]}
     write_json(out / "metrics.json", payload)
     return report
 
@@ -254,4 +260,49 @@ def teacher_warnings(metrics: dict[str, dict[str, Any]]) -> list[str]:
                 f"**Warning: the {name} (test mAP {value:.3f}) is weaker than the label-only student ({base:.3f}): "
                 f"{'distilling from it cannot help' if name == 'teacher' else 'distillation did not pay here'}.**"
             )
+    return lines
+
+
+#: The audit's shortcut tests the report lists (the share of real photographs whose decision changes).
+AUDIT_COLUMNS = ("JPEG 95", "JPEG 75", "resize x0.5")
+
+
+def audit_students(students: dict[str, Path], data_root: Path, folder: Path) -> dict[str, Any]:
+    """The false-positive audit (:func:`ladeda_lib.audit.audit_photographs`) of each student on real photographs
+    it never trained on: a photo world's held-out test photographs, else the photographs shipped in installed
+    packages (no toy set of the scenes world contains any). Writes ``folder/<name>/audit.*``; returns the
+    photographs' source and each model's summary."""
+    from ladeda_lib.audit import audit_photographs, bundled_photographs
+    from ladeda_lib.data.photos import heldout_dir
+
+    held = heldout_dir(data_root)
+    if (Path(data_root) / "photos.json").exists() and held.is_dir():
+        real, source = held, "the photo world's held-out test photographs"
+    else:
+        real, source = folder / "photographs", "the photographs shipped in installed packages"
+        bundled_photographs(real)
+    models = {}
+    for name, path in students.items():
+        report = audit_photographs(path, real, progress=False)
+        report.write(folder / name.split()[0])
+        models[name] = report.summary()
+    return {"photographs": source, "folder": real, "models": models}
+
+
+def audit_section(audits: dict[str, Any]) -> list[str]:
+    """The report's audit table: per student, the false-positive rate and the decisions the shortcut tests change."""
+    pct = "{:.0%}".format
+    lines = [
+        "## Real photographs: false-positive audit",
+        "",
+        f"Each student scores {audits['photographs']} ({next(iter(audits['models'].values()))['n_real']}, all real) "
+        "at threshold 0.5, as they are and after each shortcut test; `ladeda audit` gives the per-photograph table "
+        "(here under `audit/`).",
+        "",
+        "| student | called fake | " + " | ".join(f"changed by {c}" for c in AUDIT_COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(AUDIT_COLUMNS),
+    ]
+    for name, s in audits["models"].items():
+        changed = " | ".join(pct(s["transforms"][c]["decision_changed"]) for c in AUDIT_COLUMNS)
+        lines.append(f"| {name} | {pct(s['false_positive_rate'])} | {changed} |")
     return lines

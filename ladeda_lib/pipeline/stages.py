@@ -333,7 +333,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
     # 7. report ------------------------------------------------------------------------------------------------
     def report_stage():
-        from ladeda_lib.pipeline.report import write_report
+        from ladeda_lib.pipeline.report import audit_students, write_report
         from ladeda_lib.robustness import deployment_table
 
         exported = evaluate_exported(index, [onnx_file, *tflite_files], cache, cfg.progress)
@@ -342,8 +342,10 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         if deployed is not None:
             _, table = deployment_table(deployed, index, cache_dir=cache, progress=False)
             robustness = (deployed.name, table)
+        students = {k: artifacts[f] for k, f in (("label-only", "label_only"), ("two-stage (deployed)", "two_stage"))}
+        audits = audit_students(students, index.root, out / "audit")
         return write_report(
-            out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes, robustness
+            out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes, robustness, audits
         )
 
     report = run.stage("report", report_stage)
