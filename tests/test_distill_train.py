@@ -351,6 +351,56 @@ def test_label_fraction_limits_the_task_term_and_calibration(tmp_path, data, tea
     assert prep.teacher_info["target_scale"] > 0 and prep.teacher_info["target_clip"] == 4.0
 
 
+def test_label_scarce_teacher_trains_on_the_labelled_share_only(tmp_path, data, monkeypatch):
+    from ladeda_lib.distill import teacher as teacher_module
+    from ladeda_lib.distill.data import labelled_subset
+    from ladeda_lib.distill.train import prepare_student_run
+
+    seen = []
+    real_task = teacher_module.TeacherTask
+
+    def recording_task(*args, **kwargs):
+        task = real_task(*args, **kwargs)
+        seen.append(task)
+        return task
+
+    monkeypatch.setattr(teacher_module, "TeacherTask", recording_task)
+    cfg = TeacherTrainConfig(
+        output=tmp_path / "scarce.pt", width=2, epochs=1, batch_size=4, crop_size=32, label_fraction=0.5, label_seed=7
+    )
+    scarce = train_teacher(cfg, data=data, progress=False)
+    keep = labelled_subset(data.train.labels, 0.5, 7)
+    assert torch.equal(seen[0].images, data.train.images[keep]) and sorted(seen[0].labels.tolist()) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]
+    assert scarce.metadata["config"]["label_fraction"] == 0.5 and scarce.metadata["config"]["label_seed"] == 7
+
+    def notes(**kw):
+        run = prepare_student_run(_cfg(tmp_path, "s", **kw), teacher=scarce, data=data, progress=False)
+        return [n for n in run.notes if "withholds" in n]
+
+    assert notes(label_fraction=0.5, label_seed=7) == []  # the same subset: the teacher saw no withheld label
+    assert "another labelled subset" in notes(label_fraction=0.5, seed=3)[0]  # label seed = seed = 3
+    full = train_teacher(replace(cfg, output=tmp_path / "full.pt", label_fraction=1.0), data=data, progress=False)
+    run = prepare_student_run(_cfg(tmp_path, "f", label_fraction=0.5), teacher=full, data=data, progress=False)
+    assert any("trained on every training label" in n for n in run.notes)
+
+
+def test_teacher_label_note_reads_the_teachers_recorded_labels():
+    from ladeda_lib.distill.data import teacher_label_note
+
+    assert teacher_label_note({"label_fraction": 1.0}, 1.0, 0) is None  # every label: nothing withheld
+    assert "not recorded" in teacher_label_note(None, 0.2, 0)
+    assert "not recorded" in teacher_label_note({"seed": 0}, 0.2, 0)  # a teacher trained before the setting existed
+    assert teacher_label_note({"label_fraction": 0.2, "label_seed": None, "seed": 4}, 0.2, 4) is None
+    assert "another labelled subset" in teacher_label_note({"label_fraction": 0.2, "label_seed": 1}, 0.2, 0)
+
+
 def test_warmup_cosine_ramps_up_then_decays_to_zero():
     from ladeda_lib.distill.loop import Stage, warmup_cosine_lr
 

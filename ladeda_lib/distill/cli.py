@@ -62,8 +62,11 @@ FIELD_HELP = {
     "target_scale": "divide the teacher's patch logits by this before the MSE (default: their RMS over the "
     "training images)",
     "target_clip": "clip the scaled teacher targets to +-this (heavy tails cannot dominate the MSE)",
-    "label_fraction": "share of training images whose labels the BCE term may use (stratified); the MSE term "
-    "uses the teacher's maps of all of them",
+    "label_fraction": "share of training images whose labels training may use (stratified). train-student: the "
+    "BCE term sees only theirs, the MSE term the teacher's maps of all images; train-teacher: the teacher trains on "
+    "those images only",
+    "label_seed": "seed that draws the labelled images (default: --seed); give a label-scarce teacher and its "
+    "students the same --label-fraction and --label-seed",
     "augment": "training-time blur/rescale/JPEG (default off). Bare --augment = the platform preset: every image "
     "rescaled x0.45-1, then JPEG 60-95; or key=value overrides, ranges low:high, e.g. p_jpeg=0.8,jpeg_quality=30:90. "
     "It pays with labels and a long run: --alpha-distill 0 --alpha-task 1 --epochs 80 (notebook 09); with "

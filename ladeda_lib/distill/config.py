@@ -75,6 +75,10 @@ class TeacherTrainConfig(RunOptions):
     keep_best: bool = True
     # Training-time degradations (blur / rescale / JPEG) of the crops; off by default (see notebook 09).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Train on the labelled share only (labelled_subset(labels, label_fraction, label_seed or seed)): a teacher
+    # for the label-scarce comparison never sees the labels its students withhold.
+    label_fraction: float = 1.0
+    label_seed: int | None = None
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "teacher_compact.pt"
@@ -104,6 +108,7 @@ class StudentOptions(RunOptions):
     target_scale: float | None = None
     target_clip: float | None = 4.0
     label_fraction: float = 1.0  # share of training images whose labels the BCE term may use (stratified)
+    label_seed: int | None = None  # seed that draws those images (None = seed); a label-scarce teacher's must match
     preprocess: str = "right_diag"
     pool: Any = DEFAULT_TOPK
     fit_offset: bool = True  # fit the decision offset (fc.bias) on the training images after training

@@ -78,3 +78,31 @@ def load_training_data(
     return TrainingData(
         index, load_tensors(train, cache_dir=cache_dir, progress=progress), load_tensors(val, cache_dir, progress), note
     )
+
+
+def teacher_label_note(teacher_config: dict[str, Any] | None, fraction: float, seed: int) -> str | None:
+    """A warning when a student trained on the labels of ``labelled_subset(..., fraction, seed)`` distils a
+    teacher that saw labels it withholds (a teacher trained on all of them, or on another subset); else None.
+
+    ``teacher_config`` is the teacher checkpoint's recorded training config (None: unknown, e.g. published)."""
+    if fraction >= 1.0:
+        return None
+    if not teacher_config or "label_fraction" not in teacher_config:
+        return (
+            f"label fraction {fraction:g}: the teacher's training labels are not recorded, so it may have seen the "
+            "labels this student withholds"
+        )
+    t_fraction = float(teacher_config["label_fraction"])
+    t_seed = teacher_config.get("label_seed")
+    t_seed = teacher_config.get("seed", 0) if t_seed is None else t_seed
+    if t_fraction >= 1.0:
+        return (
+            f"label fraction {fraction:g}: the teacher was trained on every training label, so it carries the labels "
+            "this student withholds (train one with the same --label-fraction and --label-seed)"
+        )
+    if (t_fraction, int(t_seed)) != (fraction, int(seed)):
+        return (
+            f"label fraction {fraction:g} (label seed {seed}): the teacher was trained on another labelled subset "
+            f"(fraction {t_fraction:g}, label seed {t_seed}), so it saw labels this student withholds"
+        )
+    return None

@@ -27,7 +27,7 @@ from ladeda_lib.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from ladeda_lib.data.augment import with_augmentation
 from ladeda_lib.data.images import normalize_uint8
 from ladeda_lib.distill.config import TeacherTrainConfig
-from ladeda_lib.distill.data import TrainingData, load_training_data
+from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data
 from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.evaluation import binary_metrics, predict
 from ladeda_lib.models import LaDeDa, PatchDetector
@@ -53,11 +53,14 @@ class TeacherTask:
         stride: int,
         eval_batch_size: int,
         device: torch.device | str = "cpu",
+        keep: torch.Tensor | None = None,
     ) -> None:
         size = data.train.images.shape[-1]
         if crop_size > size or crop_size < 16:
             raise ValueError(f"crop_size must lie in [16, {size}], got {crop_size}")
         self.images, self.labels = data.train.images, data.train.labels
+        if keep is not None:  # only the labelled share (TeacherTrainConfig.label_fraction): the rest is never seen
+            self.images, self.labels = self.images[keep], self.labels[keep]
         self.val_images, self.val_labels = data.val.images, data.val.labels
         self.crop, self.copies, self.stride = crop_size, crops_per_image, stride
         self.positions = (size - crop_size) // stride + 1
@@ -118,7 +121,10 @@ def train_teacher(
     teacher = LaDeDa(width=cfg.width, preprocess=cfg.preprocess, pool=cfg.pool)
     data = data or load_training_data(cfg.data, cfg.resolved_cache_dir(), progress)
     stride = teacher.geometry().stride
-    task = TeacherTask(data, cfg.crop_size, cfg.crops_per_image, stride, eval_batch_size=cfg.batch_size, device=device)
+    keep = labelled_subset(
+        data.train.labels, cfg.label_fraction, cfg.seed if cfg.label_seed is None else cfg.label_seed
+    )
+    task = TeacherTask(data, cfg.crop_size, cfg.crops_per_image, stride, cfg.batch_size, device, keep)
     task = with_augmentation(task, cfg.augment)  # degrades the training crops when cfg.augment is on (notebook 09)
     start = time.perf_counter()
     metadata = {"kind": "teacher", "config": cfg.to_dict(), "data": data.describe()}

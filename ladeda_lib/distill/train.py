@@ -31,7 +31,7 @@ from ladeda_lib.distill.config import (
     StudentTrainConfig,
     TwoStageTrainConfig,
 )
-from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data
+from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data, teacher_label_note
 from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.distill.loss import distillation_loss, target_scale
 from ladeda_lib.distill.offset import decision_offset_hook
@@ -202,12 +202,13 @@ def prepare_student_run(
         train_targets = _no_targets(len(data.train), grid)
         val_targets = _no_targets(len(data.val), grid)
         info: dict[str, Any] = {"arch": None, "labels_only": True}
-        live_teacher = None
+        live_teacher, trained_with = None, None
     else:
         if teacher is None:
             teacher = get_teacher(cfg.teacher, cfg.data, progress=progress)
         ckpt = teacher if isinstance(teacher, Checkpoint) else None
         model = teacher.model if isinstance(teacher, Checkpoint) else teacher
+        trained_with = ckpt.metadata.get("config") if ckpt is not None else None  # the teacher's training config
         model.freeze()
         teacher_device = next(model.parameters()).device
         model.to(device)
@@ -234,7 +235,8 @@ def prepare_student_run(
     size = data.train.images.shape[-1]
     indices = align_indices(TinyLaDeDa().geometry(), model.geometry(), size)
     scale = target_scale(train_targets.patches) if cfg.target_scale is None else float(cfg.target_scale)
-    labelled = labelled_subset(data.train.labels, cfg.label_fraction, cfg.seed)
+    label_seed = cfg.seed if cfg.label_seed is None else cfg.label_seed
+    labelled = labelled_subset(data.train.labels, cfg.label_fraction, label_seed)
     task = StudentTask(
         data,
         train_targets,
@@ -261,6 +263,8 @@ def prepare_student_run(
             f"label fraction {cfg.label_fraction:g}: the BCE term sees the labels of {int(labelled.sum())} of "
             f"{labelled.numel()} training images; the distillation term sees the teacher's maps of all of them"
         )
+        if cfg.alpha_distill > 0 and (warn := teacher_label_note(trained_with, cfg.label_fraction, label_seed)):
+            notes.append(warn)
     return Prepared(data, task, info, device, notes)
 
 
