@@ -49,6 +49,7 @@ VARIANTS = {
     "cached": {"alpha_distill": 0.5, "alpha_task": 0.5, "targets": "cached"},
 }
 PLATFORMS = ("reddit", "twitter", "facebook")
+LABEL_SEED = 0  # one labelled subset for every seed, the one a label-scarce teacher is trained on
 LEARNS_AT = 0.85  # the validation AP a run must reach "within its first quarter of epochs"
 
 
@@ -57,24 +58,34 @@ def warmup_epochs(budget: int, share: float) -> int:
     return 0 if share <= 0 else max(1, round(budget * share))
 
 
-def recipe(schedule: str, share: float, val_views: str = "clean") -> str:
+def recipe(schedule: str, share: float, val_views: str = "clean", labels: float = 1.0) -> str:
     name = schedule if share <= 0 else f"{schedule} + warm-ups {share:g}"
-    return name if val_views == "clean" else f"{name}, selected on clean+degraded val"
+    name = name if val_views == "clean" else f"{name}, selected on clean+degraded val"
+    return name if labels >= 1.0 else f"{name}, {labels:.0%} labels"
 
 
 def run_key(
-    variant: str, budget: int, seed: int, teacher: str, schedule: str, share: float = 0.0, val_views: str = "clean"
+    variant: str,
+    budget: int,
+    seed: int,
+    teacher: str,
+    schedule: str,
+    share: float = 0.0,
+    val_views: str = "clean",
+    labels: float = 1.0,
 ) -> str:
     used = "-" if VARIANTS[variant]["alpha_distill"] == 0 else Path(teacher).name  # label-only runs use no teacher
     key = f"{variant}|{budget}|{seed}|{used}|{schedule}"
     key = key if share <= 0 else f"{key}|wu{share:g}"
-    return key if val_views == "clean" else f"{key}|{val_views}"
+    key = key if val_views == "clean" else f"{key}|{val_views}"
+    return key if labels >= 1.0 else f"{key}|labels{labels:g}"
 
 
 def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train one student and score its validation-selected checkpoint on every test platform."""
     tag = "" if args.warmup_share <= 0 else f"_wu{args.warmup_share:g}"
     tag += "" if args.val_views == "clean" else "_vd"
+    tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
     folder = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
     cfg = StudentTrainConfig(
         teacher=args.teacher,
@@ -87,6 +98,8 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
         pool_warmup_epochs=warmup_epochs(budget, args.warmup_share),
         augment_warmup_epochs=warmup_epochs(budget, args.warmup_share),
         val_views=args.val_views,
+        label_fraction=args.label_fraction,
+        label_seed=LABEL_SEED,
         device="cpu",
         **VARIANTS[variant],
     )
@@ -101,13 +114,16 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
     clean_ap = [row.get("val_ap_clean", row.get("val_ap")) or 0.0 for row in history]  # the val split as it is
     learned = next((row["epoch"] for row, ap in zip(history, clean_ap, strict=True) if ap >= LEARNS_AT), None)
     return {
-        "key": run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views),
-        "recipe": recipe(args.schedule, args.warmup_share, args.val_views),
+        "key": run_key(
+            variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views, args.label_fraction
+        ),
+        "recipe": recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction),
         "warmup_epochs": warmup_epochs(budget, args.warmup_share),
         "variant": variant,
         "budget": budget,
         "seed": seed,
         "schedule": args.schedule,
+        "label_fraction": args.label_fraction,
         "teacher": "-" if VARIANTS[variant]["alpha_distill"] == 0 else shown(args.teacher),
         "best_epoch": (result.best or {}).get("epoch"),
         "val_ap": (result.best or {}).get("val_ap"),
@@ -183,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["clean", "clean+degraded"],
         help="what selects the checkpoint: val AP, or the mean of it and the AP on a fixed degraded copy of val",
     )
+    parser.add_argument(
+        "--label-fraction",
+        type=float,
+        default=1.0,
+        help="share of training labels every run may use (label seed 0); give a --teacher trained on that share only",
+    )
     parser.add_argument("--work", default="weights/distill_study")
     parser.add_argument("--results", default="benchmarks/distill_study.jsonl")
     parser.add_argument("--out", default="benchmarks/distill_study.md")
@@ -199,11 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     for budget in [] if args.table_only else args.budgets:
         for seed in args.seeds:
             for variant in args.variants:
-                key = run_key(variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views)
+                key = run_key(
+                    variant,
+                    budget,
+                    seed,
+                    args.teacher,
+                    args.schedule,
+                    args.warmup_share,
+                    args.val_views,
+                    args.label_fraction,
+                )
                 if key in done:
                     continue
                 print(
-                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views)})",
+                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction)})",
                     flush=True,
                 )
                 row = one_run(variant, budget, seed, args)

@@ -191,6 +191,28 @@ def test_cli_world_flag_and_unknown_world(tmp_path, capsys):
         make_toy_dataset(tmp_path / "x", config=SMALL, progress=False, world="paintings")
 
 
+def test_trace_ceiling_sets_a_louder_trace_and_is_recorded(tmp_path, capsys):
+    from ladeda_lib.data.photos import PhotoConfig
+
+    tiny = ToyConfig(train_per_class=1, val_per_class=1, test_per_class=1, partial_fraction=0.0)
+    args = ["make-toy-data", "--world", "photos", "--trace-ceiling", "1.0", "--output", str(tmp_path / "loud"),
+            "--train-per-class", "1", "--val-per-class", "1", "--test-per-class", "1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((tmp_path / "loud" / "photos.json").read_text())["photo_config"]["trace_ceiling"] == 1.0
+    quiet = make_toy_dataset(tmp_path / "quiet", config=tiny, progress=False, world="photos")
+    loud = make_toy_dataset(
+        tmp_path / "loud2", config=tiny, progress=False, world="photos", photo_config=PhotoConfig(trace_ceiling=1.0)
+    )
+    fake = "train/1_fake/fake_0000.jpg"
+    real = "train/0_real/real_0000.jpg"
+    assert (quiet / real).read_bytes() == (loud / real).read_bytes()  # the same crop; only the fake changes
+    assert (quiet / fake).read_bytes() != (loud / fake).read_bytes()
+    with pytest.raises(ValueError, match="world='photos'"):
+        make_toy_dataset(tmp_path / "x", config=tiny, progress=False, photo_config=PhotoConfig())
+    assert main(["make-toy-data", "--trace-ceiling", "0.5", "--output", str(tmp_path / "y"), "--quiet"]) != 0
+    assert "add --world photos" in capsys.readouterr().err
+
+
 def test_ensure_toy_dataset_regenerates_a_photo_world_as_scenes(tmp_path, monkeypatch):
     root = tmp_path / "toy"
     root.mkdir()

@@ -27,8 +27,19 @@ def _make_toy(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     config = replace(ToyConfig(), **{k: v for k, v in sizes.items() if v is not None})
+    photo_config = None
+    if args.trace_ceiling is not None:
+        if args.world != "photos":
+            raise ValueError("--trace-ceiling sets the photo world's fakes: add --world photos")
+        if not 0.0 < args.trace_ceiling <= 10.0:
+            raise ValueError(f"--trace-ceiling must lie in (0, 10], got {args.trace_ceiling}")
+        from ladeda_lib.data.photos import PhotoConfig
+
+        photo_config = PhotoConfig(trace_ceiling=args.trace_ceiling)
     start = time.perf_counter()
-    root = make_toy_dataset(args.output, seed=args.seed, config=config, progress=not args.quiet, world=args.world)
+    root = make_toy_dataset(
+        args.output, seed=args.seed, config=config, progress=not args.quiet, world=args.world, photo_config=photo_config
+    )
     counts = f"{config.train_per_class}/{config.val_per_class}/{config.test_per_class} per class (train/val/test)"
     what = f"the toy dataset ({args.world} world, seed {args.seed}, {counts})"
     print(f"wrote {what} to {root} in {time.perf_counter() - start:.1f} s")
@@ -54,6 +65,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=("scenes", "photos"),  # ladeda_lib.data.toy.WORLDS, spelled out so --help stays light
         default="scenes",
         help="real class: rendered scenes (default) or crops of photographs shipped in installed packages",
+    )
+    p.add_argument(
+        "--trace-ceiling",
+        type=float,
+        default=None,
+        help="photo world: the fakes' finest-detail trace energy as a share of the photograph's at most (default "
+        "0.1; louder traces are easier to learn and start to separate the classes by noise level, docs/results.md)",
     )
     # Defaults None = ToyConfig's (150/50/50); read lazily so `ladeda --help` does not import the generator.
     p.add_argument("--train-per-class", type=int, default=None, help="training images per class (default 150)")

@@ -164,7 +164,9 @@ def normalised_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return tensor.float().numpy()
 
 
-def load_mask(mask: str | Path | Image.Image | np.ndarray, size: int | tuple[int, int] = INPUT_GEOMETRY.image_size) -> torch.Tensor:
+def load_mask(
+    mask: str | Path | Image.Image | np.ndarray, size: int | tuple[int, int] = INPUT_GEOMETRY.image_size
+) -> torch.Tensor:
     """A ground-truth mask (path, PIL image or array; white = generated) → bool (H, W), resized like the image
     (the whole mask to ``size``: a side for the square model grid, or (W, H) for the original image; nearest).
     Introduced in notebook 02."""

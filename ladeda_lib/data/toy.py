@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -373,6 +374,7 @@ def make_toy_dataset(
     progress: bool = True,
     num_workers: int | None = None,
     world: str = "scenes",
+    photo_config: Any = None,
 ) -> Path:
     """Write the toy dataset in WildRF layout under ``output`` and return ``output``.
 
@@ -381,7 +383,9 @@ def make_toy_dataset(
     Byte-identical for the same seed and config. Default: 150 + 150 train, 50 + 50 val, 50 + 50 per
     platform (700 images). ``world="photos"`` takes the real class from photographs shipped in installed
     packages instead of rendered scenes, split by photograph, and also writes ``photos.json`` and the held-out
-    test photographs to ``<output>_heldout/`` (:mod:`ladeda_lib.data.photos`). Works behind notebook 02.
+    test photographs to ``<output>_heldout/`` (:mod:`ladeda_lib.data.photos`); ``photo_config`` (a
+    :class:`~ladeda_lib.data.photos.PhotoConfig`, None = its defaults) sets its split, crops and trace level and
+    is recorded in ``photos.json``. Works behind notebook 02.
     """
     from tqdm.auto import tqdm
 
@@ -391,13 +395,15 @@ def make_toy_dataset(
         raise ValueError(f"no platform style for {sorted(unknown)}; known: {sorted(cfg.platform_styles)}")
     if world not in WORLDS:
         raise ValueError(f"unknown world {world!r}; known: {', '.join(WORLDS)}")
+    if photo_config is not None and world != "photos":
+        raise ValueError("photo_config sets the photo world: pass world='photos' with it")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if world == "photos":
         from ladeda_lib.data.photos import PhotoWorld
 
-        photo_world = PhotoWorld(seed, cfg)
+        photo_world = PhotoWorld(seed, cfg, photo_config)
         render_item = photo_world.render
     else:
         render_item = _scene_renderer(seed, cfg)
