@@ -265,7 +265,7 @@ def header(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         '(`--val-views clean+degraded`); ", 20% labels": every run of both arms uses the same 20 % of the training '
         "labels (label seed 0), and its teacher (`teacher_lf0.2.pt`) was trained on those only: `ladeda train-teacher "
         "--width 16 --preprocess right_diag --epochs 24 --crops-per-image 40 --seed 0 --augment --label-fraction 0.2 "
-        "--label-seed 0` (best val AP 0.756, test mAP 0.712). Budgets run so far: "
+        "--label-seed 0` (its metrics: docs/results.md). Budgets run so far: "
         f"{', '.join(str(b) for b in budgets)} epochs; see docs/results.md for what these rows say.\n\n"
     )
 
