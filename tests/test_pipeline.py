@@ -112,7 +112,7 @@ def test_teacher_warnings_flag_a_teacher_weaker_than_the_label_only_student():
 def test_audit_uses_a_photo_worlds_held_out_photographs(tmp_path):
     from ladeda_lib.data.photos import heldout_dir
     from ladeda_lib.models import TinyLaDeDa
-    from ladeda_lib.pipeline.report import audit_section, audit_students
+    from ladeda_lib.pipeline.report import audit_section, audit_students, audit_table
 
     root = tmp_path / "world"
     root.mkdir()
@@ -132,3 +132,4 @@ def test_audit_uses_a_photo_worlds_held_out_photographs(tmp_path):
     assert (tmp_path / "audit" / "tiny" / "audit.md").is_file()
     table = audit_section(audits)
     assert table[0].startswith("## Real photographs") and table[-1].startswith("| tiny student | ")
+    assert table[-3:] == audit_table(audits) and audit_table(audits)[0].startswith("| student | called fake |")

@@ -289,16 +289,11 @@ def audit_students(students: dict[str, Path], data_root: Path, folder: Path) -> 
     return {"photographs": source, "folder": real, "models": models}
 
 
-def audit_section(audits: dict[str, Any]) -> list[str]:
-    """The report's audit table: per student, the false-positive rate and the decisions the shortcut tests change."""
+def audit_table(audits: dict[str, Any]) -> list[str]:
+    """The audit as a Markdown table: per student, the false-positive rate at threshold 0.5 and the share of
+    decisions each shortcut test (:data:`AUDIT_COLUMNS`) changes. ``audits`` is :func:`audit_students`'s result."""
     pct = "{:.0%}".format
     lines = [
-        "## Real photographs: false-positive audit",
-        "",
-        f"Each student scores {audits['photographs']} ({next(iter(audits['models'].values()))['n_real']}, all real) "
-        "at threshold 0.5, as they are and after each shortcut test; `ladeda audit` gives the per-photograph table "
-        "(here under `audit/`).",
-        "",
         "| student | called fake | " + " | ".join(f"changed by {c}" for c in AUDIT_COLUMNS) + " |",
         "|---|---:|" + "---:|" * len(AUDIT_COLUMNS),
     ]
@@ -306,3 +301,16 @@ def audit_section(audits: dict[str, Any]) -> list[str]:
         changed = " | ".join(pct(s["transforms"][c]["decision_changed"]) for c in AUDIT_COLUMNS)
         lines.append(f"| {name} | {pct(s['false_positive_rate'])} | {changed} |")
     return lines
+
+
+def audit_section(audits: dict[str, Any]) -> list[str]:
+    """The report's audit section: a heading, what was scored, and :func:`audit_table`."""
+    return [
+        "## Real photographs: false-positive audit",
+        "",
+        f"Each student scores {audits['photographs']} ({next(iter(audits['models'].values()))['n_real']}, all real) "
+        "at threshold 0.5, as they are and after each shortcut test; `ladeda audit` gives the per-photograph table "
+        "(here under `audit/`).",
+        "",
+        *audit_table(audits),
+    ]
