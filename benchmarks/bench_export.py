@@ -57,7 +57,9 @@ def _calibration(data: str | None, count: int) -> tuple[torch.Tensor, str]:
 
         root = data or ensure_toy_dataset(progress=False)
         samples = detect_dataset(root).select(split="train")[:count]
-        return load_tensors(samples, progress=False).images, f"{len(samples)} training images of {root}"
+        from ladeda_lib.paths import shown
+
+        return load_tensors(samples, progress=False).images, f"{len(samples)} training images of {shown(root)}"
     except (ImportError, ValueError) as err:
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (count, 3, 256, 256), dtype=torch.uint8, generator=g)

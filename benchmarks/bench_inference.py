@@ -76,8 +76,9 @@ def load_student() -> tuple[PatchDetector, str]:
     path = weights_dir() / "two_stage" / "student_final.pt"
     if path.is_file():
         from ladeda_lib.checkpoints import load_checkpoint
+        from ladeda_lib.paths import shown
 
-        return load_checkpoint(path, expected="TinyLaDeDa").model, str(path)
+        return load_checkpoint(path, expected="TinyLaDeDa").model, shown(path)
     torch.manual_seed(0)
     return _randomised(TinyLaDeDa()), "random init"
 
