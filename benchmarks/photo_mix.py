@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from distill_study import PLATFORMS, VARIANTS, warmup_epochs  # the study's recipe, shared
 
 from ladeda_lib.audit import audit_photographs, bundled_photographs
 from ladeda_lib.data import detect_dataset, make_toy_dataset
@@ -40,7 +41,6 @@ from ladeda_lib.data.photos import PhotoConfig, heldout_dir
 from ladeda_lib.distill import StudentTrainConfig, train_student
 from ladeda_lib.evaluation import evaluate_model
 
-PLATFORMS = ("reddit", "twitter", "facebook")
 ARMS = ("scenes", "mixed-0.1", "mixed-0.2", "mixed-0.3", "real-photos")
 
 
@@ -78,7 +78,7 @@ def training_set(work: Path, arm: str, scenes: Path, photos: Path) -> Path:
 def one_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     scenes, photos = worlds(work, args.seed, arm)
-    warmup = max(1, args.epochs // 4)
+    warmup = warmup_epochs(args.epochs, 0.25)
     cfg = StudentTrainConfig(
         data=training_set(work, arm, scenes, photos),
         output=work / f"{arm}_e{args.epochs}_s{args.seed}",
@@ -90,10 +90,8 @@ def one_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         pool_warmup_epochs=warmup,
         augment_warmup_epochs=warmup,
         val_views="clean+degraded",
-        alpha_distill=0.0,
-        alpha_task=1.0,
-        targets="cached",
         device="cpu",
+        **VARIANTS["label-only"],
     )
     t0 = time.perf_counter()
     result = train_student(cfg, progress=False)
