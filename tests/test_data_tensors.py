@@ -4,6 +4,7 @@ reuse, invalidation, interrupted builds)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,31 @@ def test_interrupted_build_resumes_and_never_leaves_a_half_file_in_use(tmp_path,
     assert sorted(calls) == sorted(s.path for s in samples[4:])  # only the unfinished chunks were decoded
     assert torch.equal(resumed.images, load_tensors(samples, progress=False).images)
     assert not list(cache.glob("*.partial")) and not list(cache.glob("*.done"))
+
+
+def _load_in_child(image_dir: str, cache: str, barrier, queue) -> None:
+    samples = [Sample(p, i % 2) for i, p in enumerate(sorted(Path(image_dir).glob("*.png")))]
+    barrier.wait()  # both jobs ask for the same cache at the same moment
+    loaded = load_tensors(samples, cache_dir=cache, progress=False, num_workers=1, chunk_size=2)
+    queue.put(int(loaded.images.long().sum()))
+
+
+def test_two_jobs_building_the_same_cache_both_finish(tmp_path):
+    """Two trainings started side by side used to share one ``.partial`` file: the slower one found it renamed and
+    failed (FileNotFoundError), or truncated the faster one's finished chunks under it."""
+    import multiprocessing
+
+    samples = _samples(tmp_path / "imgs", n=24)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    args = (str(tmp_path / "imgs"), str(tmp_path / "cache"), barrier, queue)
+    jobs = [ctx.Process(target=_load_in_child, args=args) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    expected = int(load_tensors(samples, progress=False).images.long().sum())
+    assert [queue.get(timeout=5) for _ in jobs] == [expected, expected]
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("*.u8"))) == 1 and not list(cache.glob("*.partial")) and not list(cache.glob("*.done"))

@@ -15,6 +15,9 @@ larger than the machine's memory trains batch by batch, and the next run (or not
   :func:`release_pages` drops them (the data stay in the OS page cache); the training loop, ``predict``
   and the teacher-target pass call it after every batch, so resident memory does not grow with N.
 * **torchrun** — with several processes, rank 0 builds the file and the others wait, then map it.
+* **Two jobs, one cache** — two runs that need the same file at once (two trainings started side by side) take
+  turns through a lock file, ``tensors_<key>.u8.lock``: the first builds, the second waits and then maps the
+  finished file instead of rewriting the first one's half-built ``.partial`` under it.
 
 Normalise batches with :func:`~ladeda_lib.data.images.normalize_uint8`. Introduced in notebook 02.
 """
@@ -34,6 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+try:  # POSIX: two processes building the same cache take turns (see the module docstring)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, one build at a time is the user's to arrange
+    fcntl = None
 
 from ladeda_lib import distributed
 from ladeda_lib.data.images import ImageLoadError, resize_to_uint8
@@ -198,6 +206,18 @@ def _build_cache(
     done_path.unlink(missing_ok=True)
 
 
+def _build_once(
+    samples: list[Sample], final: Path, meta: dict, geometry: InputGeometry, workers: int, chunk: int, progress: bool
+) -> None:
+    """Build ``final`` unless another process built it while this one waited for the lock."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(final.name + ".lock"), "a+b") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes, also on an error
+        if not _cached(final, meta):
+            _build_cache(samples, final, meta, geometry, workers, chunk, progress)
+
+
 def _cached(final: Path, meta: dict) -> bool:
     meta_path = final.with_suffix(".json")
     if not (final.is_file() and meta_path.is_file()):
@@ -253,7 +273,7 @@ def load_tensors(
     error: str | None = None
     if ctx.is_main and not _cached(final, meta):
         try:
-            _build_cache(samples, final, meta, geometry, workers, chunk_size, progress)
+            _build_once(samples, final, meta, geometry, workers, chunk_size, progress)
         except Exception as err:
             if not ctx.distributed:
                 raise
