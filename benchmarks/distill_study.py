@@ -18,7 +18,9 @@ Selection uses validation only: the reported student is the epoch with the highe
 ``--val-views clean+degraded`` that validation AP is the mean of the AP on the val split and on one fixed copy of
 it degraded by the platform augmentation (``AugmentedTask.validate``). The table also gives the first epoch whose
 validation AP on the val split as it is reached 0.85 (``—`` if none did), the seconds per
-training epoch, and, per budget and variant, the mean and spread over seeds.
+training epoch, and, per budget and variant, the mean and spread over seeds. Recipes run with five seeds or more also
+get a seed check: did every seed's val AP reach 0.85 within the first quarter of the epochs, and how far below the
+median test mAP does the weakest seed end?
 
 Results are appended to ``--results`` (JSON lines; a run already there is skipped, so the study resumes) and the
 Markdown table is written to ``--out``. Each run trains in its own folder under ``--work`` (kept, so a
@@ -176,7 +178,36 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {variant} | {teacher} | {recipe_name} | {budget} | {len(rs)} | {spread('test_map')} | {spread('test_facebook')} "
             f"| {spread('gap_reddit_facebook')} |"
         )
-    return "\n".join(lines + summary) + "\n"
+    return "\n".join(lines + summary + seed_check(groups)) + "\n"
+
+
+def seed_check(groups: dict[tuple, list[dict[str, Any]]]) -> list[str]:
+    """Does every seed learn? For each recipe with at least 5 seeds: the first epoch each seed's val AP reached 0.85
+    against the first quarter of the budget, and how far the weakest seed ends below the median test mAP."""
+    out = [
+        "",
+        "Every seed learns (recipes run with 5 seeds or more): the first epoch whose val AP reached 0.85, against the "
+        "first quarter of the budget, and the weakest seed's test mAP against the median of the seeds:",
+        "",
+        "| variant | recipe | epochs | seeds | first epoch val AP ≥ 0.85, per seed | quarter | all within | "
+        "median mAP | lowest mAP | lowest − median |",
+        "|---|---|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for (recipe_name, budget, variant, _teacher), rs in sorted(groups.items()):
+        if len({r["seed"] for r in rs}) < 5:
+            continue
+        rs = sorted(rs, key=lambda r: r["seed"])
+        quarter = budget // 4
+        firsts = [r["first_epoch_val_ap_085"] for r in rs]
+        shown = ", ".join(f"{r['seed']}: {'—' if f is None else f}" for r, f in zip(rs, firsts, strict=True))
+        within = all(f is not None and f <= quarter for f in firsts)
+        maps = [r["test_map"] for r in rs]
+        median = statistics.median(maps)
+        out.append(
+            f"| {variant} | {recipe_name} | {budget} | {len(rs)} | {shown} | {quarter} | {'yes' if within else 'no'} "
+            f"| {median:.3f} | {min(maps):.3f} | {min(maps) - median:+.3f} |"
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
