@@ -4,7 +4,6 @@ reuse, invalidation, interrupted builds)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,8 +111,7 @@ def test_interrupted_build_resumes_and_never_leaves_a_half_file_in_use(tmp_path,
     assert not list(cache.glob("*.partial")) and not list(cache.glob("*.done"))
 
 
-def _load_in_child(image_dir: str, cache: str, barrier, queue) -> None:
-    samples = [Sample(p, i % 2) for i, p in enumerate(sorted(Path(image_dir).glob("*.png")))]
+def _load_in_child(samples: list[Sample], cache: str, barrier, queue) -> None:
     barrier.wait()  # both jobs ask for the same cache at the same moment
     loaded = load_tensors(samples, cache_dir=cache, progress=False, num_workers=1, chunk_size=2)
     queue.put(int(loaded.images.long().sum()))
@@ -127,7 +125,7 @@ def test_two_jobs_building_the_same_cache_both_finish(tmp_path):
     samples = _samples(tmp_path / "imgs", n=24)
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
-    args = (str(tmp_path / "imgs"), str(tmp_path / "cache"), barrier, queue)
+    args = (samples, str(tmp_path / "cache"), barrier, queue)
     jobs = [ctx.Process(target=_load_in_child, args=args) for _ in range(2)]
     for job in jobs:
         job.start()
