@@ -2,7 +2,7 @@
 
     python benchmarks/distill_study.py [--budgets 8 24 80] [--seeds 0 1 2] [--variants label-only consistent cached]
         [--teacher ladeda_lib/pretrained/toy_teacher_w16_augmented.pt] [--schedule warmup_cosine] [--warmup-share 0.25]
-        [--out benchmarks/distill_study.md]
+        [--out benchmarks/distill_study.md] [--continue-from BUDGET:SHARE]
 
 Every run trains a fresh Tiny-LaDeDa on the toy training split with the platform augmentation
 (``AugmentConfig.platform()``: every image rescaled ×0.45-1, then JPEG 60-95), batch 32, Adam at 1e-2 with the
@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -83,13 +84,42 @@ def run_key(
     return key if labels >= 1.0 else f"{key}|labels{labels:g}"
 
 
+def continue_run(folder: Path, variant: str, budget: int, seed: int, args: argparse.Namespace) -> bool:
+    """Start ``folder`` from a copy of the shorter run ``--continue-from BUDGET:SHARE`` names (same variant, seed,
+    schedule, val views and labels), so the training goes on from its ``resume.pt``. Only the constant schedule
+    qualifies, with the same warm-up epochs: then the rates, warm-ups and batch order of the epochs already done are
+    those the longer run would have had, and the continued run is the longer run (the loop's resume is exact).
+    False when ``folder`` exists already (it resumes itself) or the shorter run is missing."""
+    short_budget, short_share = args.continue_from
+    if args.schedule != "constant":
+        raise SystemExit("--continue-from needs --schedule constant: the other schedules' rates depend on the budget")
+    if short_budget >= budget or warmup_epochs(short_budget, short_share) != warmup_epochs(budget, args.warmup_share):
+        raise SystemExit(
+            f"--continue-from {short_budget}:{short_share:g}: a shorter budget with the same warm-up epochs as "
+            f"{budget} epochs at share {args.warmup_share:g} ({warmup_epochs(budget, args.warmup_share)}) is needed"
+        )
+    if folder.exists():
+        return True
+    tag = f"_wu{short_share:g}" + ("" if args.val_views == "clean" else "_vd")
+    tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
+    source = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{short_budget}_s{seed}"
+    if not (source / "resume.pt").is_file():
+        print(f"  no {shown(source)}/resume.pt to continue; training from the start", flush=True)
+        return False
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("epoch_*.pt"))
+    print(f"  continuing {shown(source)} ({short_budget} epochs done)", flush=True)
+    return True
+
+
 def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train one student and score its validation-selected checkpoint on every test platform."""
     tag = "" if args.warmup_share <= 0 else f"_wu{args.warmup_share:g}"
     tag += "" if args.val_views == "clean" else "_vd"
     tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
     folder = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
+    resume = args.continue_from is not None and continue_run(folder, variant, budget, seed, args)
     cfg = StudentTrainConfig(
+        resume=resume,
         teacher=args.teacher,
         output=folder,
         epochs=budget,
@@ -236,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="share of training labels every run may use (label seed 0); give a --teacher trained on that share only",
     )
+    parser.add_argument(
+        "--continue-from",
+        type=lambda text: (int(text.split(":")[0]), float(text.split(":")[1])),
+        default=None,
+        metavar="BUDGET:SHARE",
+        help="constant schedule only: start each run from a copy of the finished shorter run with this budget and "
+        "warm-up share (the same warm-up epochs), which is exactly where the longer run would be",
+    )
     parser.add_argument("--work", default="weights/distill_study")
     parser.add_argument("--results", default="benchmarks/distill_study.jsonl")
     parser.add_argument("--out", default="benchmarks/distill_study.md")
@@ -296,7 +334,9 @@ def header(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         '(`--val-views clean+degraded`); ", 20% labels": every run of both arms uses the same 20 % of the training '
         "labels (label seed 0), and its teacher (`teacher_lf0.2.pt`) was trained on those only: `ladeda train-teacher "
         "--width 16 --preprocess right_diag --epochs 24 --crops-per-image 40 --seed 0 --augment --label-fraction 0.2 "
-        "--label-seed 0` (its metrics: docs/results.md). Budgets run so far: "
+        '--label-seed 0` (its metrics: docs/results.md). Recipe "constant + warm-ups 0.025" at 160 epochs: the '
+        'same 4 warm-up epochs as "constant + warm-ups 0.05" at 80, so seeds 0-3 were continued from those runs '
+        "(`--continue-from 80:0.05`, exactly the longer run) and seed 4 trained from the start. Budgets run so far: "
         f"{', '.join(str(b) for b in budgets)} epochs; see docs/results.md for what these rows say.\n\n"
     )
 

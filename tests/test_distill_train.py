@@ -526,3 +526,29 @@ def test_pooling_warmup_run_records_its_setting(tmp_path, data, teacher, monkeyp
     log = json.loads(result.log_path.read_text())
     assert log["metadata"]["config"]["pool_warmup_epochs"] == 1
     assert load_checkpoint(result.final_path).model.pool.spec == 0.1  # the saved model keeps K
+
+
+def test_a_finished_constant_rate_run_continued_with_resume_is_the_longer_run(tmp_path, data):
+    """What ``benchmarks/distill_study.py --continue-from`` rests on: under the constant schedule, with warm-ups of the
+    same length, a finished run extended to more epochs by --resume ends with the weights and history of the run that
+    had the longer budget from the start (augmentation, pooling warm-up and degraded validation included)."""
+    import shutil
+
+    from ladeda_lib.data.augment import AugmentConfig
+
+    recipe = {
+        "alpha_distill": 0.0,
+        "alpha_task": 1.0,
+        "augment": AugmentConfig.platform(),
+        "pool_warmup_epochs": 1,
+        "augment_warmup_epochs": 1,
+        "val_views": "clean+degraded",
+    }
+    longer = train_student(_cfg(tmp_path, "four", epochs=4, **recipe), data=data, progress=False)
+    train_student(_cfg(tmp_path, "two", epochs=2, **recipe), data=data, progress=False)
+    shutil.copytree(tmp_path / "two", tmp_path / "continued")
+    continued = train_student(_cfg(tmp_path, "continued", epochs=4, resume=True, **recipe), data=data, progress=False)
+    assert [r["epoch"] for r in continued.history] == [1, 2, 3, 4]
+    assert _changed(_state(longer.model), _state(continued.model)) == set()
+    assert [r["val_ap"] for r in longer.history] == [r["val_ap"] for r in continued.history]
+    assert (longer.best or {}).get("epoch") == (continued.best or {}).get("epoch")
