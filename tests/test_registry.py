@@ -38,9 +38,16 @@ def test_shipped_file_matches_its_hash_and_config(name):
         assert ckpt.metadata["config"]["epochs"] == entry.metrics["epochs"]
         assert ckpt.metadata["epoch"] == entry.metrics["epoch"]
     if entry.role == "student":  # the recipe in the command is the one the checkpoint records
-        augment = ckpt.metadata["config"]["augment"]
-        assert (augment["p_rescale"] > 0) == ("--augment" in entry.command)
-        assert ckpt.metadata["config"]["epochs"] == entry.metrics["epochs"]
+        config = ckpt.metadata["config"]
+        assert (config["augment"]["p_rescale"] > 0) == ("--augment" in entry.command)
+        assert config["epochs"] == entry.metrics["epochs"]
+        for flag in ("pool_warmup_epochs", "augment_warmup_epochs", "val_views", "schedule"):
+            if flag in config:  # students trained before these options existed do not record them
+                default = {"pool_warmup_epochs": 0, "augment_warmup_epochs": 0}.get(flag)
+                given = f"--{flag.replace('_', '-')} {config[flag]}" in entry.command
+                assert given or config[flag] in (default, "clean", "constant"), (name, flag, config[flag])
+        if "epoch" in entry.metrics:  # the val-selected epoch the file holds
+            assert ckpt.metadata["epoch"] == entry.metrics["epoch"]
 
 
 @pytest.mark.slow
@@ -52,7 +59,7 @@ def test_shipped_students_reproduce_their_test_ap_and_augmentation_closes_the_ga
     cfg = ToyConfig(train_per_class=0, val_per_class=0)
     root = make_toy_dataset(tmp_path / "toy", seed=0, config=cfg, progress=False)
     ap = {}
-    for name in ("toy-student-plain", "toy-student-augmented"):
+    for name in ("toy-student-plain", "toy-student-augmented", "toy-student-long"):
         entry = get_entry(name)
         report = evaluate_model(entry.path, root, splits=("test",), progress=False, localisation=False)
         ap[name] = {p: report["groups"][f"test/{p}"]["ap"] for p in ("reddit", "twitter", "facebook")}
@@ -60,6 +67,10 @@ def test_shipped_students_reproduce_their_test_ap_and_augmentation_closes_the_ga
     plain, augmented = ap["toy-student-plain"], ap["toy-student-augmented"]
     assert augmented["reddit"] - augmented["facebook"] <= 0.05 < plain["reddit"] - plain["facebook"]
     assert augmented["reddit"] >= plain["reddit"] - 0.01
+    # the 160-epoch student: mAP >= 0.97 and gap <= 0.04 where it was measured (0.973, 0.022); each AP may move
+    # by the 0.01 above on a machine that renders the toy set slightly differently
+    long = ap["toy-student-long"]
+    assert sum(long.values()) / 3 >= 0.96 and long["reddit"] - long["facebook"] <= 0.04, long
 
 
 @pytest.mark.slow
