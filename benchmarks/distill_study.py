@@ -336,7 +336,9 @@ def header(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         "--width 16 --preprocess right_diag --epochs 24 --crops-per-image 40 --seed 0 --augment --label-fraction 0.2 "
         '--label-seed 0` (its metrics: docs/results.md). Recipe "constant + warm-ups 0.025" at 160 epochs: the '
         'same 4 warm-up epochs as "constant + warm-ups 0.05" at 80, so seeds 0-3 were continued from those runs '
-        "(`--continue-from 80:0.05`, exactly the longer run) and seed 4 trained from the start. Budgets run so far: "
+        "(`--continue-from 80:0.05`, exactly the longer run) and seed 4 trained from the start; its 240-epoch rows "
+        '("constant + warm-ups 0.0167", again 4 epochs) continue the 160-epoch runs (`--continue-from 160:0.025`). '
+        "Budgets run so far: "
         f"{', '.join(str(b) for b in budgets)} epochs; see docs/results.md for what these rows say.\n\n"
     )
 
