@@ -84,6 +84,14 @@ def run_key(
     return key if labels >= 1.0 else f"{key}|labels{labels:g}"
 
 
+def run_folder(variant: str, budget: int, seed: int, share: float, args: argparse.Namespace) -> Path:
+    """Where one run trains: named by variant, schedule, warm-up share, val views, label share, budget and seed."""
+    tag = "" if share <= 0 else f"_wu{share:g}"
+    tag += "" if args.val_views == "clean" else "_vd"
+    tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
+    return Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
+
+
 def continue_run(folder: Path, variant: str, budget: int, seed: int, args: argparse.Namespace) -> bool:
     """Start ``folder`` from a copy of the shorter run ``--continue-from BUDGET:SHARE`` names (same variant, seed,
     schedule, val views and labels), so the training goes on from its ``resume.pt``. Only the constant schedule
@@ -100,9 +108,7 @@ def continue_run(folder: Path, variant: str, budget: int, seed: int, args: argpa
         )
     if folder.exists():
         return True
-    tag = f"_wu{short_share:g}" + ("" if args.val_views == "clean" else "_vd")
-    tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
-    source = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{short_budget}_s{seed}"
+    source = run_folder(variant, short_budget, seed, short_share, args)
     if not (source / "resume.pt").is_file():
         print(f"  no {shown(source)}/resume.pt to continue; training from the start", flush=True)
         return False
@@ -113,10 +119,7 @@ def continue_run(folder: Path, variant: str, budget: int, seed: int, args: argpa
 
 def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train one student and score its validation-selected checkpoint on every test platform."""
-    tag = "" if args.warmup_share <= 0 else f"_wu{args.warmup_share:g}"
-    tag += "" if args.val_views == "clean" else "_vd"
-    tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
-    folder = Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
+    folder = run_folder(variant, budget, seed, args.warmup_share, args)
     resume = args.continue_from is not None and continue_run(folder, variant, budget, seed, args)
     cfg = StudentTrainConfig(
         resume=resume,

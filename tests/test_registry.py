@@ -32,22 +32,18 @@ def test_shipped_file_matches_its_hash_and_config(name):
     assert file_sha256(entry.path) == entry.sha256
     ckpt = load_checkpoint(entry.path, expected=entry.arch)
     assert {k: ckpt.config[k] for k in entry.config} == entry.config
-    if entry.role == "teacher":  # the recipe in the command is the one the checkpoint records
-        augment = ckpt.metadata["config"]["augment"]
-        assert (augment["p_rescale"] > 0) == ("--augment" in entry.command)
-        assert ckpt.metadata["config"]["epochs"] == entry.metrics["epochs"]
+    # the recipe in the command is the one the checkpoint records
+    config = ckpt.metadata["config"]
+    assert (config["augment"]["p_rescale"] > 0) == ("--augment" in entry.command)
+    assert config["epochs"] == entry.metrics["epochs"]
+    if entry.role == "teacher" or "epoch" in entry.metrics:  # the val-selected epoch the file holds
         assert ckpt.metadata["epoch"] == entry.metrics["epoch"]
-    if entry.role == "student":  # the recipe in the command is the one the checkpoint records
-        config = ckpt.metadata["config"]
-        assert (config["augment"]["p_rescale"] > 0) == ("--augment" in entry.command)
-        assert config["epochs"] == entry.metrics["epochs"]
+    if entry.role == "student":
         for flag in ("pool_warmup_epochs", "augment_warmup_epochs", "val_views", "schedule"):
             if flag in config:  # students trained before these options existed do not record them
                 default = {"pool_warmup_epochs": 0, "augment_warmup_epochs": 0}.get(flag)
                 given = f"--{flag.replace('_', '-')} {config[flag]}" in entry.command
                 assert given or config[flag] in (default, "clean", "constant"), (name, flag, config[flag])
-        if "epoch" in entry.metrics:  # the val-selected epoch the file holds
-            assert ckpt.metadata["epoch"] == entry.metrics["epoch"]
 
 
 @pytest.mark.slow
