@@ -552,3 +552,73 @@ def test_a_finished_constant_rate_run_continued_with_resume_is_the_longer_run(tm
     assert _changed(_state(longer.model), _state(continued.model)) == set()
     assert [r["val_ap"] for r in longer.history] == [r["val_ap"] for r in continued.history]
     assert (longer.best or {}).get("epoch") == (continued.best or {}).get("epoch")
+
+
+def test_crop_training_plans_grid_aligned_crops_of_every_image(tmp_path, data, teacher):
+    """--crop-size: every image `crops_per_image` times an epoch, corners on the teacher's 8-pixel grid."""
+    cfg = _cfg(tmp_path, "crop", targets="cached", crop_size=32, crops_per_image=3)
+    task = train_module.prepare_student_run(cfg, teacher, data, progress=False).task
+    plan = task.plan(torch.Generator().manual_seed(0), 4)
+    idx = torch.cat([spec[0] for spec in plan])
+    assert torch.equal(idx.bincount(minlength=12), torch.full((12,), 3))
+    corners = torch.cat([torch.cat([spec[1], spec[2]]) for spec in plan])
+    assert bool((corners % 8 == 0).all()) and int(corners.max()) <= SIZE - 32 and len(set(corners.tolist())) > 1
+    batch = task.fetch(plan[0])
+    assert batch["images"].shape == (4, 3, 32, 32)
+    i, top, left = int(plan[0][0][0]), int(plan[0][1][0]), int(plan[0][2][0])
+    assert torch.equal(batch["images"][0], data.train.images[i, :, top : top + 32, left : left + 32])
+
+
+def test_crop_targets_are_the_window_of_the_whole_images_map(tmp_path, data, teacher):
+    """Cached targets of a crop are the whole image's teacher map over the crop: inside the crop's border ring
+    they equal the teacher's map of the crop itself, and the student rows aligned with them are those of the
+    whole image, shifted by the crop's corner."""
+    cfg = _cfg(tmp_path, "crop", targets="cached", crop_size=32)
+    task = train_module.prepare_student_run(cfg, teacher, data, progress=False).task
+    spec = (torch.tensor([1, 2]), torch.tensor([8, 16]), torch.tensor([24, 0]))
+    batch = task.fetch(spec)
+    with torch.no_grad():
+        own = teacher.eval().forward_with_patches(normalize_uint8(batch["images"]))[1]
+    assert batch["teacher"].shape == own.shape == (2, 1, 3, 3)
+    inner = (slice(None), slice(None), slice(0, 2), slice(0, 2))  # the last row/column reach the crop's edge
+    assert torch.allclose(batch["teacher"][inner], own[inner], atol=1e-5 * float(own.abs().max()))
+    assert torch.equal(batch["teacher"][0], task.targets[1, :, 1:4, 3:6])
+    # student row 4 I + 1 of the whole image is row 4 (I - corner / 8) + 1 of the crop
+    assert task.crop_indices.tolist() == [1, 5, 9]
+    student = TinyLaDeDa().eval()
+    with torch.no_grad():
+        whole = student.forward_with_patches(normalize_uint8(data.train.images[1:2]))[1]
+        crop = student.forward_with_patches(normalize_uint8(batch["images"][:1]))[1]
+    assert torch.allclose(crop[0, 0, 5, 9], whole[0, 0, 5 + 4, 9 + 12], atol=1e-5)  # corner (8, 24) = (4, 12) rows
+
+
+def test_crop_training_trains_on_crops_and_validates_on_whole_images(tmp_path, data, teacher, monkeypatch):
+    from ladeda_lib.data.augment import AugmentConfig
+
+    shapes = []
+    original = train_module.StudentTask.loss
+    monkeypatch.setattr(
+        train_module.StudentTask,
+        "loss",
+        lambda self, m, b: shapes.append(tuple(b["images"].shape)) or original(self, m, b),
+    )
+    aug = AugmentConfig.platform()
+    for name, kw in {"labels": {"alpha_distill": 0.0, "alpha_task": 1.0}, "consistent": {}}.items():
+        shapes.clear()
+        cfg = _cfg(tmp_path, name, augment=aug, val_views="clean+degraded", crop_size=32, crops_per_image=2, **kw)
+        result = train_student(cfg, teacher=teacher, data=data, progress=False)
+        assert {s[1:] for s in shapes} == {(3, 32, 32)} and sum(s[0] for s in shapes) == 2 * 2 * 12
+        assert result.history[-1]["val_ap_degraded"] is not None  # validated on the whole (degraded) val images
+        saved = load_checkpoint(result.final_path)
+        assert saved.metadata["config"]["crop_size"] == 32 and saved.metadata["config"]["crops_per_image"] == 2
+        assert saved.model(normalize_uint8(data.val.images)).shape == (6, 1)
+
+
+def test_crop_size_off_the_grid_or_too_large_is_refused(tmp_path, data, teacher):
+    for bad in (12, 20):
+        with pytest.raises(ValueError, match="multiple of 8"):
+            StudentTrainConfig(crop_size=bad)
+    with pytest.raises(ValueError, match="crops-per-image"):
+        StudentTrainConfig(crop_size=32, crops_per_image=0)
+    with pytest.raises(ValueError, match="crop_size must be a multiple of 8 in"):
+        train_module.prepare_student_run(_cfg(tmp_path, "big", crop_size=SIZE + 8), teacher, data, progress=False)

@@ -34,8 +34,9 @@ FIELD_HELP = {
     "data, else weights/teacher_compact.pt, else train the compact teacher)",
     "init": "start from these student weights instead of a fresh init",
     "width": "stem width (64 = published LaDeDa)",
-    "crop_size": "random crop side (multiple of 8 fits the grid)",
-    "crops_per_image": "crops of each image per epoch",
+    "crop_size": "train on random crops of this side, a multiple of 8 (the teacher's patch grid); validation uses "
+    "whole images (train-student: none = whole images)",
+    "crops_per_image": "crops of each image per epoch (with --crop-size)",
     "keep_best": "save the epoch with the highest validation AP (--no-keep-best or --keep-last: the last epoch)",
     "pool": "top-K pooling: fraction (0.1), count (8) or 'all' (mean)",
     "alpha_distill": "weight of the patch MSE term",

@@ -151,12 +151,24 @@ class StudentTrainConfig(StudentOptions):
     # What "val AP" (checkpoint selection) is measured on when --augment is on: "clean" (the val split as it is)
     # or "clean+degraded" (the mean of the AP on it and on one fixed copy degraded by the --augment config).
     val_views: str = "clean"
+    # Train on random crop_size-square crops (corners on the teacher's 8-pixel patch grid), crops_per_image of each
+    # image per epoch, instead of whole images; None = whole images. Validation always uses whole images. The
+    # detector is patch-local: 4 crops of 64 pixels cost a quarter of one whole 256-pixel image and, per epoch,
+    # teach about as much (docs/results.md), which is what makes a long recipe fit the pipeline's budget.
+    crop_size: int | None = None
+    crops_per_image: int = 1
 
     def __post_init__(self) -> None:
         if self.val_views not in VAL_VIEWS:
             raise ValueError(f"--val-views {self.val_views!r}: expected one of {', '.join(VAL_VIEWS)}")
         if self.val_views != "clean" and not self.augment.enabled:
             raise ValueError(f"--val-views {self.val_views} degrades val with the --augment setting: turn --augment on")
+        if self.crop_size is not None and (self.crop_size < 16 or self.crop_size % 8):
+            raise ValueError(
+                f"--crop-size {self.crop_size}: expected a multiple of 8, at least 16 (or none: whole images)"
+            )
+        if self.crops_per_image < 1:
+            raise ValueError(f"--crops-per-image {self.crops_per_image}: expected at least 1")
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "single_stage"

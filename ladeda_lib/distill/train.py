@@ -16,6 +16,7 @@ targets, the teacher run on the augmented batch itself (:class:`StudentTask`). I
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,13 @@ class StudentTask:
       score the same view (Beyer et al., CVPR 2022). The unit ``scale`` stays the RMS of the clean maps.
 
     Validation is clean, so it always compares with the cached clean maps.
+
+    With ``crop_size`` set the task trains on random ``crop_size``-square crops instead of whole images,
+    ``crops_per_image`` of each image per epoch, their corners on ``crop_step`` (the teacher's patch stride, which
+    the student's stride divides): inside the crop every student and teacher patch is the whole image's patch,
+    so the cached targets are the matching window of the whole image's map, and a live teacher scores the crop.
+    The patch detector is local, so a 64-pixel crop teaches nearly what the whole image does at a sixteenth of
+    the cost (``docs/results.md``). Validation always uses whole images.
     """
 
     def __init__(
@@ -77,6 +85,10 @@ class StudentTask:
         labelled: torch.Tensor | None = None,
         teacher: PatchDetector | None = None,
         pool_warmup_epochs: int = 0,
+        crop_size: int | None = None,
+        crops_per_image: int = 1,
+        crop_step: int = 8,
+        crop_indices: torch.Tensor | None = None,
     ) -> None:
         if len(train_targets) != len(data.train) or len(val_targets) != len(data.val):
             raise ValueError("teacher targets and images differ in number; recompute the targets")
@@ -95,19 +107,49 @@ class StudentTask:
         self.pool_warmup_epochs, self.epoch = int(pool_warmup_epochs), 0
         if teacher is not None:
             teacher.freeze()  # eval mode, no gradients: its weights and BatchNorm statistics never move
+        size = self.images.shape[-1]
+        if crop_size is not None:
+            low = max(16, crop_step)
+            if crop_size % crop_step or not low <= crop_size <= size:
+                raise ValueError(f"crop_size must be a multiple of {crop_step} in [{low}, {size}], got {crop_size}")
+            if crops_per_image < 1:
+                raise ValueError(f"crops_per_image must be at least 1, got {crops_per_image}")
+            if crop_indices is None:
+                raise ValueError("crop_size needs crop_indices: the student rows aligned with the crop's teacher grid")
+        self.crop, self.copies, self.crop_step = crop_size, int(crops_per_image), int(crop_step)
+        self.crop_indices = crop_indices
+        self.positions = 0 if crop_size is None else (size - crop_size) // crop_step + 1
 
     @property
     def consistent(self) -> bool:
         """True when the teacher scores each training batch on the fly (see the class docstring)."""
         return self.teacher is not None
 
-    def plan(self, generator: torch.Generator, batch_size: int) -> list[torch.Tensor]:
-        return list(torch.randperm(self.images.shape[0], generator=generator).split(batch_size))
+    def plan(self, generator: torch.Generator, batch_size: int) -> list[Any]:
+        """Batches of image indices; with crops, (indices, crop tops, crop lefts), every image ``copies`` times."""
+        n = self.images.shape[0]
+        if self.crop is None:
+            return list(torch.randperm(n, generator=generator).split(batch_size))
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.copies)])
+        tops = torch.randint(0, self.positions, (order.numel(),), generator=generator) * self.crop_step
+        lefts = torch.randint(0, self.positions, (order.numel(),), generator=generator) * self.crop_step
+        return list(zip(order.split(batch_size), tops.split(batch_size), lefts.split(batch_size), strict=True))
 
-    def fetch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {"images": self.images[idx], "labels": self.labels[idx], "labelled": self.labelled[idx]}
-        if not self.consistent:
-            batch["teacher"] = self.targets[idx]
+    def fetch(self, spec: Any) -> dict[str, torch.Tensor]:
+        if self.crop is None:
+            idx = spec
+            batch = {"images": self.images[idx], "labels": self.labels[idx], "labelled": self.labelled[idx]}
+            if not self.consistent:
+                batch["teacher"] = self.targets[idx]
+            return batch
+        idx, tops, lefts = spec
+        c, step, g = self.crop, self.crop_step, len(self.crop_indices)
+        corners = list(zip(idx.tolist(), tops.tolist(), lefts.tolist(), strict=True))
+        images = torch.stack([self.images[i, :, t : t + c, x : x + c] for i, t, x in corners])
+        batch = {"images": images, "labels": self.labels[idx], "labelled": self.labelled[idx]}
+        if not self.consistent:  # the window of the whole image's cached map that covers the crop
+            rows = [(i, t // step, x // step) for i, t, x in corners]
+            batch["teacher"] = torch.stack([self.targets[i, :, r : r + g, q : q + g] for i, r, q in rows])
         return batch
 
     @torch.no_grad()
@@ -136,7 +178,7 @@ class StudentTask:
             batch["labels"],
             alpha_distill=self.alpha_distill,
             alpha_task=self.alpha_task,
-            indices=self.indices,
+            indices=self.indices if self.crop is None else self.crop_indices,
             scale=self.scale,
             clip=self.clip,
             labelled=batch["labelled"],
@@ -251,6 +293,7 @@ def prepare_student_run(
         labelled=labelled,
         teacher=live_teacher,
         pool_warmup_epochs=getattr(cfg, "pool_warmup_epochs", 0),
+        **crop_options(cfg, model),
     )
     # degrades the images; cached clean targets stay as they are, a live teacher scores the degraded batch
     task = with_augmentation(
@@ -266,6 +309,25 @@ def prepare_student_run(
         if cfg.alpha_distill > 0 and (warn := teacher_label_note(trained_with, cfg.label_fraction, label_seed)):
             notes.append(warn)
     return Prepared(data, task, info, device, notes)
+
+
+def crop_options(cfg: StudentTrainConfig | TwoStageTrainConfig, teacher: PatchDetector) -> dict[str, Any]:
+    """:class:`StudentTask`'s crop arguments for ``cfg`` (none for whole images or a two-stage run): the crop, its
+    corners' step (the teacher's patch stride, a multiple of the student's) and the student rows aligned with
+    the crop's teacher grid."""
+    crop = getattr(cfg, "crop_size", None)
+    if crop is None:
+        return {}
+    student, geometry = TinyLaDeDa().geometry(), teacher.geometry()
+    step = math.lcm(student.stride, geometry.stride)
+    if crop % step or crop < max(16, step):
+        raise ValueError(f"--crop-size {crop}: must be a multiple of {step} (the teacher's patch stride), at least 16")
+    return {
+        "crop_size": crop,
+        "crops_per_image": cfg.crops_per_image,
+        "crop_step": step,
+        "crop_indices": align_indices(student, geometry, crop),
+    }
 
 
 def _no_targets(n: int, grid: int) -> TeacherTargets:
