@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ladeda_lib.checkpoints import load_checkpoint
 from ladeda_lib.data.toy import ToyConfig, make_toy_dataset
 from ladeda_lib.pipeline import PipelineConfig, PipelineError, run_pipeline
 
@@ -19,6 +20,8 @@ def tiny(tmp_path, **overrides):
         student_epochs=1,
         epochs_s1=1,
         epochs_s2=1,
+        deployed_epochs=2,
+        deployed_warmup_epochs=1,
         quantization="dynamic_range",
         representative_count=4,
         latency_runs=2,
@@ -54,7 +57,14 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
         "Real photographs: false-positive audit",
     ):
         assert heading in report
-    for name in ("teacher", "label-only student", "single-stage student", "two-stage student", "student.tflite"):
+    for name in (
+        "teacher",
+        "label-only student",
+        "single-stage student",
+        "two-stage student",
+        "deployed student",
+        "student.tflite",
+    ):
         assert f"| {name} |" in report
     assert "trained on this data" in report  # not the toy data: the report says a teacher was trained on it
     assert "Reliability on the test images" in report or "reliability" in report
@@ -63,30 +73,40 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
         "single_stage/student_final.pt",
         "label_only/student_final.pt",
         "two_stage/student_final.pt",
+        "deployed/student_best.pt",
         "export/student.onnx",
         "export/student.tflite",
         "figures/ap_per_platform.png",
     ):
         assert (out / path).is_file(), path
     metrics = json.loads((out / "metrics.json").read_text())
-    # the audit: both students on the photographs shipped in installed packages (this toy set holds none)
+    # the audit: the students on the photographs shipped in installed packages (this toy set holds none)
     audit = metrics["audit"]
-    assert audit["photographs"].startswith("the photographs shipped") and set(audit["models"]) == {
-        "label-only",
-        "two-stage (deployed)",
-    }
+    assert audit["photographs"].startswith("the photographs shipped")
+    assert set(audit["models"]) == {"label-only", "two-stage", "deployed"}
     assert all(0 <= m["false_positive_rate"] <= 1 and m["n_real"] >= 3 for m in audit["models"].values())
-    assert (out / "audit" / "two-stage" / "audit.md").is_file() and "| two-stage (deployed) |" in report
-    assert set(metrics["models"]) == {"teacher", "label-only student", "single-stage student", "two-stage student"}
+    assert (out / "audit" / "deployed" / "audit.md").is_file() and "| deployed |" in report
+    students = {"label-only student", "single-stage student", "two-stage student", "deployed student"}
+    assert set(metrics["models"]) == {"teacher", *students}
     assert set(metrics["models"]["teacher"]["groups"]) >= {"val", "test/reddit", "test/twitter", "test/facebook"}
-    # the deployed float32 file ranks the test images as the two-stage student it was exported from
+    # the deployed student: labels only, augmented, on crops, its best val epoch
+    deployed = load_checkpoint(out / "deployed" / "student_best.pt").metadata["config"]
+    assert (deployed["alpha_distill"], deployed["crop_size"], deployed["crops_per_image"]) == (0.0, 64, 4)
+    assert deployed["augment"]["p_jpeg"] > 0 and deployed["val_views"] == "clean+degraded"
+    assert "deployed student: labels only" in report
+    # the float32 file ranks the test images as the deployed student it was exported from
     exported_ap = metrics["exported"]["student.tflite"]["test"]["ap"]
-    assert exported_ap == pytest.approx(metrics["models"]["two-stage student"]["groups"]["test"]["ap"], abs=0.01)
+    assert exported_ap == pytest.approx(metrics["models"]["deployed student"]["groups"]["test"]["ap"], abs=0.01)
 
     # A second run reuses every trained model and export instead of rebuilding them.
     stamps = {
         p: (out / p).stat().st_mtime_ns
-        for p in ("teacher_compact.pt", "two_stage/student_final.pt", "export/student.tflite")
+        for p in (
+            "teacher_compact.pt",
+            "two_stage/student_final.pt",
+            "deployed/student_best.pt",
+            "export/student.tflite",
+        )
     }
     again = run_pipeline(tiny(tmp_path, data=data))
     assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
@@ -95,7 +115,7 @@ def test_pipeline_runs_end_to_end_and_reuses_artifacts(tmp_path, monkeypatch):
 
 def test_a_failing_stage_names_itself_and_keeps_earlier_artifacts(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PipelineError, match=r"stage 1/8 'data' failed") as err:
+    with pytest.raises(PipelineError, match=r"stage 1/9 'data' failed") as err:
         run_pipeline(tiny(tmp_path, data=tmp_path / "empty"))
     assert "Artifacts of the earlier stages are kept" in str(err.value)
 

@@ -1,8 +1,9 @@
 """``ladeda pipeline``: the whole path in one command, with a report.
 
 data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
-baseline distillation has to beat) → two-stage student → evaluation per split and platform → export to
-every format with verification → ``OUTPUT/report.md`` with figures.
+baseline distillation has to beat) → two-stage student → the deployed student (labels only, augmented, 50 epochs
+of random 64-pixel crops) → evaluation per split and platform → export of the deployed student to every format
+with verification → ``OUTPUT/report.md`` with figures.
 
 * :mod:`~ladeda_lib.pipeline.stages` — :class:`PipelineConfig`, :func:`run_pipeline`: the stages, each skipped
   when its artifact is there (``--force`` rebuilds);

@@ -18,6 +18,7 @@ def run_cli(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         teacher=args.teacher,
         augment=args.augment,
+        deployed_epochs=args.deployed_epochs,
     )
     try:
         result = run_pipeline(cfg)
@@ -64,7 +65,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         const="on",
         default="off",
         metavar="SPEC",
-        help="train both students with blur/rescale/JPEG augmentation (bare --augment = the platform preset; "
-        "see ladeda train-student --help). Finished students are reused: add --force after changing it",
+        help="train the three 8-epoch students with blur/rescale/JPEG augmentation (bare --augment = the platform "
+        "preset; see ladeda train-student --help); the deployed student always trains augmented, with this SPEC or "
+        "the platform preset. Finished students are reused: add --force after changing it",
+    )
+    p.add_argument(
+        "--deployed-epochs",
+        type=int,
+        default=PipelineConfig.deployed_epochs,
+        metavar="N",
+        help="epochs of the deployed student: labels only, augmented, 4 random 64-pixel crops per image and epoch "
+        f"(default: {PipelineConfig.deployed_epochs}); 0 = no such stage, export the two-stage student",
     )
     p.set_defaults(func=run_cli)

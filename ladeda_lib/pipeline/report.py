@@ -124,7 +124,7 @@ def write_report(
     for name, per_group in exported.items():
         acc_table[name] = {g: per_group[g]["accuracy"] for g in groups if g in per_group}
     ap_png = _ap_figure(figures / "ap_per_platform.png", ap_table, groups)
-    heatmaps = _heatmap_examples(index, artifacts["two_stage"], figures, cfg.heatmap_examples)
+    heatmaps = _heatmap_examples(index, artifacts["deployed"], figures, cfg.heatmap_examples)
 
     def table(values: dict[str, dict[str, float]]) -> list[str]:
         rows = ["| model | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
@@ -199,7 +199,7 @@ def write_report(
         ]
     if audits:
         lines += ["", *audit_section(audits)]
-    lines += ["", "## Sample heatmaps (two-stage student)", ""]
+    lines += ["", "## Sample heatmaps (deployed student)", ""]
     for caption, png in heatmaps:
         lines += [f"**{caption}**", "", f"![{caption}](figures/{png.name})", ""]
     md_report = out / "export" / "student_verification.md"

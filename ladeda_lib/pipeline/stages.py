@@ -1,8 +1,16 @@
 """The stages of ``ladeda pipeline``, run in order, each skipped when its artifact is there.
 
 data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
-baseline distillation has to beat) → two-stage student → evaluation per split and platform → export to
-every format with verification → ``OUTPUT/report.md`` with figures.
+baseline distillation has to beat) → two-stage student → the deployed student (the long recipe below) →
+evaluation per split and platform → export of the deployed student to every format with verification →
+``OUTPUT/report.md`` with figures.
+
+The three students of equal budget (8 epochs) are the lesson: what distillation adds over labels alone. The
+**deployed student** is the best model the pipeline can make in its budget: labels only, the platform
+augmentation with 4-epoch warm-ups, the checkpoint picked on clean + degraded val, and 50 epochs of four random
+64-pixel crops per image — the patch detector is local, so a crop teaches nearly what a whole image does at a
+quarter of the cost per epoch (``docs/results.md``). At long budgets labels alone beat distillation on the toy
+data (``benchmarks/distill_study.md``), so this student is trained on labels.
 
 The teacher: the published ``weights/WildRF_LaDeDa.pth`` if a user placed it there; else, on the default toy
 data, the compact teacher the project ships (see :mod:`ladeda_lib.registry`); on any other data, a compact
@@ -35,6 +43,7 @@ STAGES = (
     "single-stage student",
     "label-only student",
     "two-stage student",
+    "deployed student",
     "evaluation",
     "export",
     "report",
@@ -73,8 +82,15 @@ class PipelineConfig:
     latency_runs: int = 30
     heatmap_examples: int = 3
     progress: bool = True
-    # Training-time augmentation of both students (AugmentConfig.parse: "off", "on" or key=value overrides).
+    # Training-time augmentation of the three 8-epoch students (AugmentConfig.parse: "off", "on" or key=value
+    # overrides). The deployed student always trains augmented: with the platform preset when this is "off".
     augment: str = "off"
+    # The deployed student's recipe (labels only; see the module docstring). 0 epochs = no such stage: the
+    # two-stage student is exported instead.
+    deployed_epochs: int = 50
+    deployed_crop_size: int = 64
+    deployed_crops_per_image: int = 4
+    deployed_warmup_epochs: int = 4
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else project_root() / "runs" / "pipeline"
@@ -220,13 +236,16 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
     # 3. the students: each trained into its own folder, skipped when its final checkpoint is there --------------
     common = {"seed": cfg.seed, "device": cfg.device, "cache_dir": cache, "augment": AugmentConfig.parse(cfg.augment)}
 
-    def trained(folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False):
+    def trained(
+        folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False, best=False
+    ) -> Path:
+        """The student's checkpoint (the last epoch's, or with ``best`` the best val epoch's), trained if needed."""
         folder = out / folder_name
         final = folder / "student_final.pt"
         if _fresh(final, cfg) or stale(final):
             _clear(folder)
             train(folder)
-        return final
+        return folder / "student_best.pt" if best and (folder / "student_best.pt").exists() else final
 
     # single-stage (the teacher targets are computed and cached on the way)
     def single_stage(folder: Path) -> None:
@@ -271,6 +290,35 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         "two-stage student", lambda: trained("two_stage", two_stage, older_than_single_stage)
     )
 
+    # 4. the deployed student: labels only, augmented, long, on crops (the recipe in the module docstring) ----------
+    def deployed(folder: Path) -> None:
+        augment = AugmentConfig.parse(cfg.augment)
+        scfg = StudentTrainConfig(
+            output=folder,
+            epochs=cfg.deployed_epochs,
+            batch_size=cfg.student_batch_size,
+            alpha_distill=0.0,
+            alpha_task=1.0,
+            pool_warmup_epochs=cfg.deployed_warmup_epochs,
+            augment_warmup_epochs=cfg.deployed_warmup_epochs,
+            val_views="clean+degraded",
+            crop_size=cfg.deployed_crop_size,
+            crops_per_image=cfg.deployed_crops_per_image,
+            **{**common, "augment": augment if augment.enabled else AugmentConfig.platform()},
+        )
+        train_student(scfg, data=training, progress=cfg.progress)
+
+    if cfg.deployed_epochs > 0:
+        artifacts["deployed"] = run.stage("deployed student", lambda: trained("deployed", deployed, best=True))
+        run.notes.append(
+            f"deployed student: labels only, augmented, {cfg.deployed_epochs} epochs of "
+            f"{cfg.deployed_crops_per_image} random {cfg.deployed_crop_size}-pixel crops per image, the checkpoint "
+            f"with the best clean + degraded val AP (epoch {load_checkpoint(artifacts['deployed']).metadata.get('epoch')})"
+        )
+    else:
+        artifacts["deployed"] = artifacts["two_stage"]
+        run.notes.append("deployed student: the two-stage student (--deployed-epochs 0)")
+
     # 5. evaluation ----------------------------------------------------------------------------------------
     def evaluation_stage():
         from ladeda_lib.evaluation import evaluate_model
@@ -281,6 +329,8 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
             "single-stage student": load_checkpoint(artifacts["single_stage"]).model,
             "two-stage student": load_checkpoint(artifacts["two_stage"]).model,
         }
+        if cfg.deployed_epochs > 0:
+            models["deployed student"] = load_checkpoint(artifacts["deployed"]).model
         return {
             name: evaluate_model(model, index, cache_dir=cache, progress=cfg.progress, keep_scores=True)
             for name, model in models.items()
@@ -294,7 +344,7 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
 
         folder = out / "export"
         summary = folder / "student_verification.json"
-        student_path = artifacts["two_stage"]
+        student_path = artifacts["deployed"]
         if not _fresh(summary, cfg) and summary.stat().st_mtime >= student_path.stat().st_mtime:
             run.notes.append(f"exports reused from {folder}")
             stored = json.loads(summary.read_text())
@@ -342,7 +392,8 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         if deployed is not None:
             _, table = deployment_table(deployed, index, cache_dir=cache, progress=False)
             robustness = (deployed.name, table)
-        students = {k: artifacts[f] for k, f in (("label-only", "label_only"), ("two-stage (deployed)", "two_stage"))}
+        names = (("label-only", "label_only"), ("two-stage", "two_stage"), ("deployed", "deployed"))
+        students = {k: artifacts[f] for k, f in names if cfg.deployed_epochs > 0 or f != "deployed"}
         audits = audit_students(students, index.root, out / "audit")
         return write_report(
             out, cfg, index, metrics, exported, verification, artifacts, run.timings, run.notes, robustness, audits
