@@ -4,4 +4,5 @@ import sys
 
 from ladeda_lib.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned process (the pipeline's second trainer) imports this module too
+    sys.exit(main())

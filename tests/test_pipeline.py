@@ -153,3 +153,16 @@ def test_audit_uses_a_photo_worlds_held_out_photographs(tmp_path):
     table = audit_section(audits)
     assert table[0].startswith("## Real photographs") and table[-1].startswith("| tiny student | ")
     assert table[-3:] == audit_table(audits) and audit_table(audits)[0].startswith("| student | called fake |")
+
+
+@pytest.mark.slow
+def test_a_failing_second_trainer_names_its_log_and_gives_the_core_back(tmp_path):
+    """The deployed student trains in a spawned process: its failure stops the run at its stage, with its log."""
+    data = make_toy_dataset(tmp_path / "toy", seed=3, config=TINY_TOY, progress=False)
+    threads = torch.get_num_threads()
+    with pytest.raises(PipelineError, match=r"'deployed student' failed: RuntimeError: its training process failed"):
+        run_pipeline(tiny(tmp_path, data=data, deployed_crop_size=512))  # larger than the 256-pixel images
+    assert torch.get_num_threads() == threads
+    log = (tmp_path / "run" / "deployed" / "train.log").read_text()
+    assert "crop_size must be a multiple of 8 in [16, 256], got 512" in log
+    assert (tmp_path / "run" / "two_stage" / "student_final.pt").is_file()  # the stages before it finished

@@ -1,7 +1,7 @@
 """``ladeda pipeline``: the whole path in one command, with a report.
 
 data → teacher → teacher targets → single-stage student → the same student trained on labels alone (the
-baseline distillation has to beat) → two-stage student → the deployed student (labels only, augmented, 50 epochs
+baseline distillation has to beat) → two-stage student → the deployed student (labels only, augmented, 60 epochs
 of random 64-pixel crops) → evaluation per split and platform → export of the deployed student to every format
 with verification → ``OUTPUT/report.md`` with figures.
 
