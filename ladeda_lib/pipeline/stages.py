@@ -318,15 +318,15 @@ def run_pipeline(config: PipelineConfig | None = None) -> PipelineResult:
         _say(cfg, f"\n    the deployed student trains in a second process beside stages 3-5 (log: {second.log_path})")
 
     def trained(
-        folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False, best=False
+        folder_name: str, train: Callable[[Path], Any], stale: Callable[[Path], bool] = lambda _: False
     ) -> Path:
-        """The student's checkpoint (the last epoch's, or with ``best`` the best val epoch's), trained if needed."""
+        """The student's last-epoch checkpoint in ``out/folder_name``, trained first if it is missing or stale."""
         folder = out / folder_name
         final = folder / "student_final.pt"
         if _fresh(final, cfg) or stale(final):
             _clear(folder)
             train(folder)
-        return folder / "student_best.pt" if best and (folder / "student_best.pt").exists() else final
+        return final
 
     # single-stage (the teacher targets are computed and cached on the way)
     def single_stage(folder: Path) -> None:
