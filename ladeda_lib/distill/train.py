@@ -319,13 +319,10 @@ def crop_options(cfg: StudentTrainConfig | TwoStageTrainConfig, teacher: PatchDe
     if crop is None:
         return {}
     student, geometry = TinyLaDeDa().geometry(), teacher.geometry()
-    step = math.lcm(student.stride, geometry.stride)
-    if crop % step or crop < max(16, step):
-        raise ValueError(f"--crop-size {crop}: must be a multiple of {step} (the teacher's patch stride), at least 16")
-    return {
+    return {  # StudentTask checks that the crop fits the images and the step
         "crop_size": crop,
         "crops_per_image": cfg.crops_per_image,
-        "crop_step": step,
+        "crop_step": math.lcm(student.stride, geometry.stride),
         "crop_indices": align_indices(student, geometry, crop),
     }
 
