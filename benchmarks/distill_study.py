@@ -2,7 +2,7 @@
 
     python benchmarks/distill_study.py [--budgets 8 24 80] [--seeds 0 1 2] [--variants label-only consistent cached]
         [--teacher ladeda_lib/pretrained/toy_teacher_w16_augmented.pt] [--schedule warmup_cosine] [--warmup-share 0.25]
-        [--out benchmarks/distill_study.md] [--continue-from BUDGET:SHARE]
+        [--out benchmarks/distill_study.md] [--continue-from BUDGET:SHARE] [--crop-size 64 --crops-per-image 4]
 
 Every run trains a fresh Tiny-LaDeDa on the toy training split with the platform augmentation
 (``AugmentConfig.platform()``: every image rescaled ×0.45-1, then JPEG 60-95), batch 32, Adam at 1e-2 with the
@@ -61,10 +61,13 @@ def warmup_epochs(budget: int, share: float) -> int:
     return 0 if share <= 0 else max(1, round(budget * share))
 
 
-def recipe(schedule: str, share: float, val_views: str = "clean", labels: float = 1.0) -> str:
+def recipe(
+    schedule: str, share: float, val_views: str = "clean", labels: float = 1.0, crop: int | None = None, copies: int = 1
+) -> str:
     name = schedule if share <= 0 else f"{schedule} + warm-ups {share:g}"
     name = name if val_views == "clean" else f"{name}, selected on clean+degraded val"
-    return name if labels >= 1.0 else f"{name}, {labels:.0%} labels"
+    name = name if labels >= 1.0 else f"{name}, {labels:.0%} labels"
+    return name if crop is None else f"{name}, {copies} crops of {crop} per image"
 
 
 def run_key(
@@ -76,12 +79,15 @@ def run_key(
     share: float = 0.0,
     val_views: str = "clean",
     labels: float = 1.0,
+    crop: int | None = None,
+    copies: int = 1,
 ) -> str:
     used = "-" if VARIANTS[variant]["alpha_distill"] == 0 else Path(teacher).name  # label-only runs use no teacher
     key = f"{variant}|{budget}|{seed}|{used}|{schedule}"
     key = key if share <= 0 else f"{key}|wu{share:g}"
     key = key if val_views == "clean" else f"{key}|{val_views}"
-    return key if labels >= 1.0 else f"{key}|labels{labels:g}"
+    key = key if labels >= 1.0 else f"{key}|labels{labels:g}"
+    return key if crop is None else f"{key}|crop{crop}x{copies}"
 
 
 def run_folder(variant: str, budget: int, seed: int, share: float, args: argparse.Namespace) -> Path:
@@ -89,6 +95,7 @@ def run_folder(variant: str, budget: int, seed: int, share: float, args: argpars
     tag = "" if share <= 0 else f"_wu{share:g}"
     tag += "" if args.val_views == "clean" else "_vd"
     tag += "" if args.label_fraction >= 1.0 else f"_lf{args.label_fraction:g}"
+    tag += "" if args.crop_size is None else f"_c{args.crop_size}x{args.crops_per_image}"
     return Path(args.work) / f"{variant}_{args.schedule}{tag}_e{budget}_s{seed}"
 
 
@@ -135,6 +142,8 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
         val_views=args.val_views,
         label_fraction=args.label_fraction,
         label_seed=LABEL_SEED,
+        crop_size=args.crop_size,
+        crops_per_image=args.crops_per_image,
         device="cpu",
         **VARIANTS[variant],
     )
@@ -150,9 +159,20 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
     learned = next((row["epoch"] for row, ap in zip(history, clean_ap, strict=True) if ap >= LEARNS_AT), None)
     return {
         "key": run_key(
-            variant, budget, seed, args.teacher, args.schedule, args.warmup_share, args.val_views, args.label_fraction
+            variant,
+            budget,
+            seed,
+            args.teacher,
+            args.schedule,
+            args.warmup_share,
+            args.val_views,
+            args.label_fraction,
+            args.crop_size,
+            args.crops_per_image,
         ),
-        "recipe": recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction),
+        "recipe": recipe(
+            args.schedule, args.warmup_share, args.val_views, args.label_fraction, args.crop_size, args.crops_per_image
+        ),
         "warmup_epochs": warmup_epochs(budget, args.warmup_share),
         "variant": variant,
         "budget": budget,
@@ -277,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         help="constant schedule only: start each run from a copy of the finished shorter run with this budget and "
         "warm-up share (the same warm-up epochs), which is exactly where the longer run would be",
     )
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        default=None,
+        help="train on random crops of this side (a multiple of 8) instead of whole images; validation stays whole",
+    )
+    parser.add_argument(
+        "--crops-per-image", type=int, default=1, help="with --crop-size: crops of each image per epoch"
+    )
     parser.add_argument("--work", default="weights/distill_study")
     parser.add_argument("--results", default="benchmarks/distill_study.jsonl")
     parser.add_argument("--out", default="benchmarks/distill_study.md")
@@ -302,11 +331,13 @@ def main(argv: list[str] | None = None) -> int:
                     args.warmup_share,
                     args.val_views,
                     args.label_fraction,
+                    args.crop_size,
+                    args.crops_per_image,
                 )
                 if key in done:
                     continue
                 print(
-                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction)})",
+                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction, args.crop_size, args.crops_per_image)})",
                     flush=True,
                 )
                 row = one_run(variant, budget, seed, args)

@@ -13,7 +13,8 @@ from typing import Any
 
 from ladeda_lib.data.augment import VAL_VIEWS, AugmentConfig
 from ladeda_lib.models import DEFAULT_TOPK
-from ladeda_lib.paths import weights_dir
+from ladeda_lib.paths import shown, weights_dir
+from ladeda_lib.registry import published
 
 #: Modules of Tiny-LaDeDa frozen in stage 1 (only ``fc`` trains) and in stage 2 (``layer1`` and ``fc`` train).
 STAGE1_FROZEN = ("conv1", "conv2", "bn1", "layer1")
@@ -197,3 +198,23 @@ class TwoStageTrainConfig(StudentOptions):
 
     def resolved_output(self) -> Path:
         return Path(self.output) if self.output is not None else weights_dir() / "two_stage"
+
+
+def resolve_two_stage_init(cfg: TwoStageTrainConfig) -> tuple[Path | None, str]:
+    """Where two-stage training starts: (path or None for "train a warm-up first", a sentence saying which)."""
+    if cfg.init is not None:
+        return Path(cfg.init), f"starting from --init {shown(cfg.init)}"
+    single = weights_dir() / "single_stage" / "student_final.pt"
+    if single.is_file():
+        return single, f"no --init given: starting from the single-stage student {shown(single)}"
+    for entry in published("student"):
+        path = entry.path
+        if path.is_file():
+            return path, f"no --init given: starting from the published Tiny-LaDeDa {shown(path)}"
+    warm = cfg.resolved_output() / "warmup" / "student_final.pt"
+    if warm.is_file():
+        return warm, f"no --init given: reusing this run's earlier single-stage warm-up {shown(warm)}"
+    return None, (
+        f"no --init given and no student in {shown(weights_dir())} (single_stage/student_final.pt or a published "
+        f"Tiny-LaDeDa): training a {cfg.warmup_epochs}-epoch single-stage warm-up first"
+    )

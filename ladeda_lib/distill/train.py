@@ -16,7 +16,6 @@ targets, the teacher run on the augmented batch itself (:class:`StudentTask`). I
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,9 @@ from ladeda_lib.distill.config import (
     STAGE2_FROZEN,
     StudentTrainConfig,
     TwoStageTrainConfig,
+    resolve_two_stage_init,
 )
+from ladeda_lib.distill.crops import check_crop, crop_options, cut_crops, plan_crops
 from ladeda_lib.distill.data import TrainingData, labelled_subset, load_training_data, teacher_label_note
 from ladeda_lib.distill.loop import Stage, TrainResult, fit
 from ladeda_lib.distill.loss import distillation_loss, target_scale
@@ -41,8 +42,7 @@ from ladeda_lib.distill.teacher import get_teacher
 from ladeda_lib.evaluation import binary_metrics
 from ladeda_lib.geometry import align_indices
 from ladeda_lib.models import LaDeDa, PatchDetector, TinyLaDeDa, TopKPool
-from ladeda_lib.paths import shown, weights_dir
-from ladeda_lib.registry import published
+from ladeda_lib.paths import shown
 from ladeda_lib.runner import predict
 from ladeda_lib.timing import resolve_device
 
@@ -62,12 +62,7 @@ class StudentTask:
 
     Validation is clean, so it always compares with the cached clean maps.
 
-    With ``crop_size`` set the task trains on random ``crop_size``-square crops instead of whole images,
-    ``crops_per_image`` of each image per epoch, their corners on ``crop_step`` (the teacher's patch stride, which
-    the student's stride divides): inside the crop every student and teacher patch is the whole image's patch,
-    so the cached targets are the matching window of the whole image's map, and a live teacher scores the crop.
-    The patch detector is local, so a 64-pixel crop teaches nearly what the whole image does at a sixteenth of
-    the cost (``docs/results.md``). Validation always uses whole images.
+    With ``crop_size`` set it trains on random crops instead of whole images (:mod:`.crops`).
     """
 
     def __init__(
@@ -107,18 +102,14 @@ class StudentTask:
         self.pool_warmup_epochs, self.epoch = int(pool_warmup_epochs), 0
         if teacher is not None:
             teacher.freeze()  # eval mode, no gradients: its weights and BatchNorm statistics never move
+        self.crop, self.copies, self.crop_step, self.crop_indices = (
+            crop_size,
+            int(crops_per_image),
+            crop_step,
+            crop_indices,
+        )
         size = self.images.shape[-1]
-        if crop_size is not None:
-            low = max(16, crop_step)
-            if crop_size % crop_step or not low <= crop_size <= size:
-                raise ValueError(f"crop_size must be a multiple of {crop_step} in [{low}, {size}], got {crop_size}")
-            if crops_per_image < 1:
-                raise ValueError(f"crops_per_image must be at least 1, got {crops_per_image}")
-            if crop_indices is None:
-                raise ValueError("crop_size needs crop_indices: the student rows aligned with the crop's teacher grid")
-        self.crop, self.copies, self.crop_step = crop_size, int(crops_per_image), int(crop_step)
-        self.crop_indices = crop_indices
-        self.positions = 0 if crop_size is None else (size - crop_size) // crop_step + 1
+        self.positions = 0 if crop_size is None else check_crop(crop_size, self.copies, crop_step, size, crop_indices)
 
     @property
     def consistent(self) -> bool:
@@ -130,10 +121,7 @@ class StudentTask:
         n = self.images.shape[0]
         if self.crop is None:
             return list(torch.randperm(n, generator=generator).split(batch_size))
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.copies)])
-        tops = torch.randint(0, self.positions, (order.numel(),), generator=generator) * self.crop_step
-        lefts = torch.randint(0, self.positions, (order.numel(),), generator=generator) * self.crop_step
-        return list(zip(order.split(batch_size), tops.split(batch_size), lefts.split(batch_size), strict=True))
+        return plan_crops(n, self.copies, self.positions, self.crop_step, generator, batch_size)
 
     def fetch(self, spec: Any) -> dict[str, torch.Tensor]:
         if self.crop is None:
@@ -142,15 +130,10 @@ class StudentTask:
             if not self.consistent:
                 batch["teacher"] = self.targets[idx]
             return batch
-        idx, tops, lefts = spec
-        c, step, g = self.crop, self.crop_step, len(self.crop_indices)
-        corners = list(zip(idx.tolist(), tops.tolist(), lefts.tolist(), strict=True))
-        images = torch.stack([self.images[i, :, t : t + c, x : x + c] for i, t, x in corners])
-        batch = {"images": images, "labels": self.labels[idx], "labelled": self.labelled[idx]}
-        if not self.consistent:  # the window of the whole image's cached map that covers the crop
-            rows = [(i, t // step, x // step) for i, t, x in corners]
-            batch["teacher"] = torch.stack([self.targets[i, :, r : r + g, q : q + g] for i, r, q in rows])
-        return batch
+        maps = None if self.consistent else self.targets  # cached: the window of the whole image's map
+        images, windows = cut_crops(self.images, maps, spec, self.crop, self.crop_step, len(self.crop_indices))
+        batch = {"images": images, "labels": self.labels[spec[0]], "labelled": self.labelled[spec[0]]}
+        return batch if windows is None else {**batch, "teacher": windows}
 
     @torch.no_grad()
     def targets_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -311,22 +294,6 @@ def prepare_student_run(
     return Prepared(data, task, info, device, notes)
 
 
-def crop_options(cfg: StudentTrainConfig | TwoStageTrainConfig, teacher: PatchDetector) -> dict[str, Any]:
-    """:class:`StudentTask`'s crop arguments for ``cfg`` (none for whole images or a two-stage run): the crop, its
-    corners' step (the teacher's patch stride, a multiple of the student's) and the student rows aligned with
-    the crop's teacher grid."""
-    crop = getattr(cfg, "crop_size", None)
-    if crop is None:
-        return {}
-    student, geometry = TinyLaDeDa().geometry(), teacher.geometry()
-    return {  # StudentTask checks that the crop fits the images and the step
-        "crop_size": crop,
-        "crops_per_image": cfg.crops_per_image,
-        "crop_step": math.lcm(student.stride, geometry.stride),
-        "crop_indices": align_indices(student, geometry, crop),
-    }
-
-
 def _no_targets(n: int, grid: int) -> TeacherTargets:
     """Zero teacher maps (n, 1, grid, grid) for a labels-only run, where the distillation term has weight 0."""
     return TeacherTargets(torch.zeros(n, 1, grid, grid), torch.zeros(n, 1), "", "")
@@ -438,26 +405,6 @@ def train_student(
     )
     result.notes[:0] = prep.notes
     return result
-
-
-def resolve_two_stage_init(cfg: TwoStageTrainConfig) -> tuple[Path | None, str]:
-    """Where two-stage training starts: (path or None for "train a warm-up first", a sentence saying which)."""
-    if cfg.init is not None:
-        return Path(cfg.init), f"starting from --init {shown(cfg.init)}"
-    single = weights_dir() / "single_stage" / "student_final.pt"
-    if single.is_file():
-        return single, f"no --init given: starting from the single-stage student {shown(single)}"
-    for entry in published("student"):
-        path = entry.path
-        if path.is_file():
-            return path, f"no --init given: starting from the published Tiny-LaDeDa {shown(path)}"
-    warm = cfg.resolved_output() / "warmup" / "student_final.pt"
-    if warm.is_file():
-        return warm, f"no --init given: reusing this run's earlier single-stage warm-up {shown(warm)}"
-    return None, (
-        f"no --init given and no student in {shown(weights_dir())} (single_stage/student_final.pt or a published "
-        f"Tiny-LaDeDa): training a {cfg.warmup_epochs}-epoch single-stage warm-up first"
-    )
 
 
 def train_student_two_stage(
