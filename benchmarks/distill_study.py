@@ -90,6 +90,29 @@ def run_key(
     return key if crop is None else f"{key}|crop{crop}x{copies}"
 
 
+def args_key(variant: str, budget: int, seed: int, args: argparse.Namespace) -> str:
+    """:func:`run_key` of one run of this command line."""
+    return run_key(
+        variant,
+        budget,
+        seed,
+        args.teacher,
+        args.schedule,
+        args.warmup_share,
+        args.val_views,
+        args.label_fraction,
+        args.crop_size,
+        args.crops_per_image,
+    )
+
+
+def args_recipe(args: argparse.Namespace) -> str:
+    """:func:`recipe` of this command line."""
+    return recipe(
+        args.schedule, args.warmup_share, args.val_views, args.label_fraction, args.crop_size, args.crops_per_image
+    )
+
+
 def run_folder(variant: str, budget: int, seed: int, share: float, args: argparse.Namespace) -> Path:
     """Where one run trains: named by variant, schedule, warm-up share, val views, label share, budget and seed."""
     tag = "" if share <= 0 else f"_wu{share:g}"
@@ -158,21 +181,8 @@ def one_run(variant: str, budget: int, seed: int, args: argparse.Namespace) -> d
     clean_ap = [row.get("val_ap_clean", row.get("val_ap")) or 0.0 for row in history]  # the val split as it is
     learned = next((row["epoch"] for row, ap in zip(history, clean_ap, strict=True) if ap >= LEARNS_AT), None)
     return {
-        "key": run_key(
-            variant,
-            budget,
-            seed,
-            args.teacher,
-            args.schedule,
-            args.warmup_share,
-            args.val_views,
-            args.label_fraction,
-            args.crop_size,
-            args.crops_per_image,
-        ),
-        "recipe": recipe(
-            args.schedule, args.warmup_share, args.val_views, args.label_fraction, args.crop_size, args.crops_per_image
-        ),
+        "key": args_key(variant, budget, seed, args),
+        "recipe": args_recipe(args),
         "warmup_epochs": warmup_epochs(budget, args.warmup_share),
         "variant": variant,
         "budget": budget,
@@ -322,22 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     for budget in [] if args.table_only else args.budgets:
         for seed in args.seeds:
             for variant in args.variants:
-                key = run_key(
-                    variant,
-                    budget,
-                    seed,
-                    args.teacher,
-                    args.schedule,
-                    args.warmup_share,
-                    args.val_views,
-                    args.label_fraction,
-                    args.crop_size,
-                    args.crops_per_image,
-                )
+                key = args_key(variant, budget, seed, args)
                 if key in done:
                     continue
                 print(
-                    f"training {variant}, {budget} epochs, seed {seed} ({recipe(args.schedule, args.warmup_share, args.val_views, args.label_fraction, args.crop_size, args.crops_per_image)})",
+                    f"training {variant}, {budget} epochs, seed {seed} ({args_recipe(args)})",
                     flush=True,
                 )
                 row = one_run(variant, budget, seed, args)
