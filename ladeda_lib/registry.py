@@ -373,3 +373,16 @@ def shipped_teacher_fits(data_root: str | Path | None) -> bool:
         return is_default_toy(data_root, TOY_DATA["seed"])  # the photo world is other data, whatever its seed
     except (OSError, ValueError):
         return False
+
+
+def pipeline_teacher_entry(found: str | Path) -> WeightsEntry | None:
+    """The shipped teacher ``ladeda pipeline`` distils from when :func:`default_teacher_path` found ``found``.
+
+    For the shipped ``toy-teacher`` it is the robust ``toy-teacher-robust`` (the same network trained with the
+    platform augmentation) when that file is there: its 8-epoch students led validation AP on every seed tried
+    (``docs/results.md``). None for anything else, a published checkpoint: the pipeline uses it as it is.
+    """
+    if Path(found) != REGISTRY["toy-teacher"].path:
+        return None
+    robust = REGISTRY["toy-teacher-robust"]
+    return robust if robust.available() else REGISTRY["toy-teacher"]

@@ -135,3 +135,14 @@ def test_default_teacher_prefers_published_then_shipped_for_toy_data(tmp_path, m
     assert default_teacher_path(tmp_path / "my_data") == tmp_path / "weights" / "teacher_compact.pt"
     torch.save(LaDeDa(width=16).state_dict(), tmp_path / "weights" / "WildRF_LaDeDa.pth")
     assert default_teacher_path(None) == tmp_path / "weights" / "WildRF_LaDeDa.pth"
+
+
+def test_pipeline_distils_from_the_robust_shipped_teacher(tmp_path, monkeypatch):
+    from ladeda_lib.registry import pipeline_teacher_entry
+
+    monkeypatch.setenv("LADEDA_HOME", str(tmp_path))
+    assert pipeline_teacher_entry(get_entry("toy-teacher").path) is get_entry("toy-teacher-robust")
+    assert pipeline_teacher_entry(tmp_path / "weights" / "WildRF_LaDeDa.pth") is None  # published: used as it is
+    monkeypatch.setitem(REGISTRY, "toy-teacher-robust", get_entry("WildRF_LaDeDa"))  # a robust file that is missing
+    assert not get_entry("toy-teacher-robust").available()
+    assert pipeline_teacher_entry(get_entry("toy-teacher").path) is get_entry("toy-teacher")
