@@ -50,7 +50,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--teacher",
         default="auto",
         choices=("auto", "train"),
-        help="auto: the published teacher if present, else the shipped toy teacher on the default toy data, else "
+        help="auto: the published teacher if present, else the shipped robust toy teacher on the default toy data, else "
         "train one on the data; train: always train a compact teacher on the data",
     )
     p.add_argument(
