@@ -72,7 +72,7 @@ class PipelineConfig:
     force: bool = False
     seed: int = 0
     device: str = "auto"
-    teacher: str = "auto"  # "auto": published, else the robust toy teacher shipped for the toy data; "train": always train
+    teacher: str = "auto"  # "auto": published, else the robust toy teacher (toy data only); "train": always train
     teacher_width: int = 16
     teacher_epochs: int = 14
     teacher_crops_per_image: int = 8
