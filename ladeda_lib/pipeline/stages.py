@@ -8,8 +8,8 @@ evaluation per split and platform → export of the deployed student to every fo
 The three students of equal budget (8 epochs) are the lesson: what distillation adds over labels alone. The
 **deployed student** is the best model the pipeline can make in its budget: labels only, the platform
 augmentation with 4-epoch warm-ups, the checkpoint picked on clean + degraded val, and 60 epochs of four random
-64-pixel crops per image — the patch detector is local, so a crop teaches nearly what a whole image does at a
-quarter of the cost per epoch (``docs/results.md``). At long budgets labels alone beat distillation on the toy
+64-pixel crops per image — the patch detector is local, so a crop teaches nearly what a whole image does, and an
+epoch of crops (a quarter of the pixels) costs less than half a whole-image one (``docs/results.md``). At long budgets labels alone beat distillation on the toy
 data (``benchmarks/distill_study.md``), so this student is trained on labels.
 
 The teacher: the published ``weights/WildRF_LaDeDa.pth`` if a user placed it there; else, on the default toy
