@@ -3,8 +3,9 @@
 The folder is the table of contents: :mod:`.config` (dataclasses), :mod:`.data` (decoded training data),
 :mod:`.teacher` (get or train the teacher), :mod:`.targets` (cached teacher outputs), :mod:`.loss`
 (alignment + MSE + BCE), :mod:`.loop` (the shared training loop), :mod:`.runfiles` (what a run writes and
-resumes from), :mod:`.train` (single-stage and two-stage students), :mod:`.crops` (training on random crops), :mod:`.offset` (the decision offset fitted
-after training), :mod:`.ablation` (students at an equal budget), :mod:`.cli` (commands).
+resumes from), :mod:`.train` (single-stage and two-stage students), :mod:`.crops` (training on random crops),
+:mod:`.offset` (the decision offset fitted after training), :mod:`.ablation` (students at an equal budget),
+:mod:`.cli` (commands).
 Introduced in notebooks 01, 03, 04 and 05.
 """
 
